@@ -1,0 +1,89 @@
+"""Training augmentation, declared with Albumentations, and its contact-sheet preview.
+
+Geometry works on a cached crop that holds ``context`` times the model's view, so a
+zoom-out, shift or rotation shows real background instead of black corners; a
+centre crop then cuts the model's ``input_size`` view. Horizontal flips re-index the
+landmarks through the scheme (``apply``), the one place that knows which point
+mirrors which.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import numpy as np  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+
+from facepoints.schemes import LandmarkScheme  # noqa: E402
+
+
+class AugmentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    flip: bool = True
+    rotate: float = Field(15.0, ge=0, le=90, description="max rotation, degrees")
+    scale: float = Field(0.10, ge=0, le=0.5, description="box size jitter, fraction")
+    shift: float = Field(0.06, ge=0, le=0.3, description="box centre jitter, fraction of the side")
+    perspective: float = Field(0.0, ge=0, le=0.1, description="perspective distortion scale (0 = off)")
+    color: bool = True
+    blur_noise: bool = True
+    grayscale: float = Field(0.05, ge=0, le=1, description="probability of a grey image")
+
+
+def build_transform(cfg: AugmentConfig, input_size: int, train: bool) -> A.Compose:
+    ops: list = []
+    if train and cfg.enabled:
+        if cfg.flip:
+            ops.append(A.HorizontalFlip(p=0.5))
+        ops.append(A.Affine(scale=(1 - cfg.scale, 1 + cfg.scale),
+                            translate_percent={"x": (-cfg.shift, cfg.shift), "y": (-cfg.shift, cfg.shift)},
+                            rotate=(-cfg.rotate, cfg.rotate), border_mode=0, p=0.9))
+        if cfg.perspective > 0:
+            ops.append(A.Perspective(scale=(0, cfg.perspective), p=0.3))
+        if cfg.color:
+            ops += [A.RandomBrightnessContrast(0.25, 0.25, p=0.6),
+                    A.HueSaturationValue(8, 20, 10, p=0.4)]
+        if cfg.grayscale > 0:
+            ops.append(A.ToGray(p=cfg.grayscale))
+        if cfg.blur_noise:
+            ops.append(A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5)),
+                                A.GaussNoise(std_range=(0.02, 0.06))], p=0.25))
+    ops.append(A.CenterCrop(input_size, input_size))
+    return A.Compose(ops, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
+                     save_applied_params=True)
+
+
+def apply(transform: A.Compose, image: np.ndarray, points: np.ndarray, scheme: LandmarkScheme):
+    """Run ``transform`` and keep point i meaning the same feature after a flip."""
+    out = transform(image=image, keypoints=points)
+    pts = np.asarray(out["keypoints"], dtype=np.float32)[:, :2]
+    if any(name == "HorizontalFlip" for name, _ in out["applied_transforms"]):
+        pts = pts[scheme.flip_permutation]
+    return out["image"], pts
+
+
+def contact_sheet(images: list[np.ndarray], points: list[np.ndarray], path, cols: int = 8, scheme=None) -> None:
+    """Draw each augmented crop with its landmarks (right side of the face red, left
+    side blue, so a wrong flip re-index shows as swapped colours) into one PNG."""
+    import cv2
+
+    from facepoints.deploy.draw import side_colours
+
+    tiles = []
+    for img, pts in zip(images, points):
+        tile = img.copy()
+        colours = side_colours(scheme, len(pts))
+        for (x, y), c in zip(pts, colours):
+            cv2.circle(tile, (int(round(x)), int(round(y))), 1, c, -1, lineType=cv2.LINE_AA)
+        tiles.append(tile)
+    rows = (len(tiles) + cols - 1) // cols
+    h, w = tiles[0].shape[:2]
+    sheet = np.full((rows * h, cols * w, 3), 255, np.uint8)
+    for k, t in enumerate(tiles):
+        r, c = divmod(k, cols)
+        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = t
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))

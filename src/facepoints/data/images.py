@@ -1,0 +1,75 @@
+"""Reading images the way a user sees them, and refusing the ones that would hurt.
+
+Every image in facepoints goes through ``read_image``: it applies the EXIF orientation
+(landmarks are in the orientation the user sees), converts any mode (grayscale,
+RGBA, CMYK, 16-bit) to 8-bit RGB, and checks the declared size before decoding, so a
+small file that claims 30,000 x 30,000 pixels is refused instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# 50 megapixels: larger than any phone photo, far below a decompression bomb.
+MAX_PIXELS = 50_000_000
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message names it and says why."""
+
+
+def read_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """Decode a file path or encoded bytes to an ``(H, W, 3)`` uint8 RGB array."""
+    label = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "<upload>")
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            if not source:
+                raise ImageError(f"{label}: empty file")
+            fh = io.BytesIO(source)
+        else:
+            p = Path(source)
+            if not p.is_file():
+                raise ImageError(f"{label}: no such file")
+            if p.stat().st_size == 0:
+                raise ImageError(f"{label}: empty file (0 bytes)")
+            fh = open(p, "rb")
+        with fh, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fh)
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(f"{label}: {w}x{h} pixels is over the limit of {max_pixels:,} (possible decompression bomb)")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb8(img)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{label}: not a readable image ({e.__class__.__name__})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{label}: corrupt or truncated image ({e})") from None
+
+
+def _to_rgb8(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        a = np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(a[..., None], 3, axis=2))
+    if img.mode in ("RGBA", "LA", "P", "PA"):
+        img = img.convert("RGBA")
+        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, img)
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) as the user sees it (after EXIF rotation), without decoding."""
+    with Image.open(path) as img:
+        w, h = img.size
+        orientation = img.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)

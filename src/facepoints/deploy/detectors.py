@@ -1,0 +1,400 @@
+"""Face detectors that give the landmark model its crop box at inference time.
+
+At training time the crop comes from the ground-truth landmarks: the tight box of
+the 68 points, squared and scaled by ``crop_scale``. At inference there are no
+landmarks, so a face detector proposes the box and ``to_landmark_box`` maps it to
+the tight-landmark-box convention the model was trained on (each detector draws its
+boxes differently: YuNet includes the forehead, dlib's HOG box stops at the brows, ...).
+
+Every detector works offline with weights shipped inside a PyPI package:
+
+========== ============================== ==========================================
+name       class                          package
+========== ============================== ==========================================
+yunet      :class:`YuNetDetector`         ``yuface`` (libfacedetection), default
+dlib-hog   :class:`DlibHogDetector`       ``dlib-bin`` (optional, lazy import)
+haar       :class:`HaarDetector`          OpenCV's bundled Haar cascades
+========== ============================== ==========================================
+
+Images are RGB uint8 ``(H, W, 3)`` arrays, as :func:`facepoints.data.images.read_image`
+returns them. Boxes are float32 ``x0, y0, x1, y1`` in image pixels (``x1``/``y1``
+exclusive, i.e. ``x1 - x0`` is the width) and may reach outside the image for faces
+cut by its border.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "BoxCalibration",
+    "DETECTORS",
+    "DEFAULT_DETECTOR",
+    "Detections",
+    "DlibHogDetector",
+    "FaceDetector",
+    "HaarDetector",
+    "YuNetDetector",
+    "get_detector",
+]
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Faces found in one image, best first.
+
+    ``boxes``: ``(K, 4)`` float32 ``x0, y0, x1, y1`` in image pixels, in the
+    detector's own convention (see :meth:`FaceDetector.to_landmark_box`).
+    ``scores``: ``(K,)`` float32 in 0..1, sorted descending.
+    ``keypoints``: ``(K, 5, 2)`` float32 (eyes, nose tip, mouth corners as the
+    detector orders them) when the detector gives them, else ``None``.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    keypoints: np.ndarray | None = None
+
+    def __post_init__(self):
+        boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        if len(boxes) != len(scores):
+            raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+        kps = self.keypoints
+        if kps is not None:
+            kps = np.asarray(kps, dtype=np.float32).reshape(len(boxes), -1, 2)
+        order = np.argsort(-scores, kind="stable")
+        object.__setattr__(self, "boxes", boxes[order])
+        object.__setattr__(self, "scores", np.clip(scores[order], 0.0, 1.0))
+        object.__setattr__(self, "keypoints", None if kps is None else kps[order])
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+
+# ----------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class BoxCalibration:
+    """Map a detector box to the tight box of the iBUG 68 landmarks.
+
+    With the detector box's width ``w``, height ``h`` and centre ``(cx, cy)``::
+
+        centre = (cx + dx * w, cy + dy * h)
+        size   = (sw * w, sh * h)
+    """
+
+    dx: float = 0.0
+    dy: float = 0.0
+    sw: float = 1.0
+    sh: float = 1.0
+
+    def apply(self, boxes: np.ndarray) -> np.ndarray:
+        b = np.asarray(boxes, dtype=np.float64)
+        single = b.ndim == 1
+        b = b.reshape(-1, 4)
+        w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+        cx = (b[:, 0] + b[:, 2]) / 2 + self.dx * w
+        cy = (b[:, 1] + b[:, 3]) / 2 + self.dy * h
+        hw, hh = self.sw * w / 2, self.sh * h / 2
+        out = np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1).astype(np.float32)
+        return out[0] if single else out
+
+    @classmethod
+    def fit(cls, det_boxes: np.ndarray, target_boxes: np.ndarray) -> "BoxCalibration":
+        """Median of the per-face ratios (robust to the odd bad match)."""
+        d = np.asarray(det_boxes, np.float64).reshape(-1, 4)
+        t = np.asarray(target_boxes, np.float64).reshape(-1, 4)
+        if len(d) == 0 or len(d) != len(t):
+            raise ValueError("need the same, non-zero number of detector and target boxes")
+        dw, dh = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
+        dx = ((t[:, 0] + t[:, 2]) - (d[:, 0] + d[:, 2])) / 2 / dw
+        dy = ((t[:, 1] + t[:, 3]) - (d[:, 1] + d[:, 3])) / 2 / dh
+        sw = (t[:, 2] - t[:, 0]) / dw
+        sh = (t[:, 3] - t[:, 1]) / dh
+        return cls(*(round(float(np.median(v)), 4) for v in (dx, dy, sw, sh)))
+
+
+# ------------------------------------------------------------------------ interface
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    """What the inference pipeline needs from a face detector."""
+
+    name: str
+
+    def detect(self, image_rgb: np.ndarray) -> Detections:
+        """Faces in an RGB uint8 ``(H, W, 3)`` image, best first."""
+        ...
+
+    def to_landmark_box(self, boxes: np.ndarray) -> np.ndarray:
+        """Map this detector's boxes (``(K, 4)`` or ``(4,)``) to tight 68-landmark boxes."""
+        ...
+
+
+# -------------------------------------------------------------------------- helpers
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """An RGB uint8 ``(H, W, 3)`` array (a 2-D grey image is expanded)."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {img.dtype}")
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {img.shape}")
+    if img.shape[0] < 2 or img.shape[1] < 2:
+        raise ValueError(f"image of shape {img.shape} is too small")
+    return img
+
+
+def work_scale(h: int, w: int, max_side: int | None, pad: float = 0.0) -> float:
+    """Downscale factor (<= 1) so that the image, once padded by ``pad`` times its
+    longer side on every edge, has no side over ``max_side``."""
+    if not max_side:
+        return 1.0
+    return min(1.0, max_side / ((1.0 + 2.0 * pad) * max(h, w)))
+
+
+def pad_pixels(h: int, w: int, pad: float) -> int:
+    """Border width in pixels for a ``pad`` fraction of the longer side."""
+    return int(math.ceil(pad * max(h, w))) if pad > 0 else 0
+
+
+def pad_image(image: np.ndarray, px: int) -> np.ndarray:
+    """Border of ``px`` replicated edge pixels on every side: a face cut by the
+    border then still gets a box reaching outside the image (negative coordinates
+    after :func:`unmap_boxes`) instead of one clipped at the edge."""
+    if px <= 0:
+        return image
+    return cv2.copyMakeBorder(image, px, px, px, px, cv2.BORDER_REPLICATE)
+
+
+def unmap_boxes(boxes: np.ndarray, offset: float, scale: float) -> np.ndarray:
+    """Boxes found in a padded (by ``offset`` px) and scaled (by ``scale``) image,
+    back in the original image's pixels."""
+    return ((np.asarray(boxes, np.float64) - offset) / scale).astype(np.float32)
+
+
+def as_signed16(values: np.ndarray) -> np.ndarray:
+    """Integers from libfacedetection as signed: some ``yuface`` builds return
+    uint16, where -3 reads 65533; reinterpret those bits as int16."""
+    a = np.asarray(values)
+    if a.dtype == np.uint16:
+        a = a.view(np.int16)
+    return a.astype(np.int32)
+
+
+def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1).astype(np.float32)
+
+
+def touches_border(boxes: np.ndarray, h: int, w: int, margin: float = 1.0) -> bool:
+    """Whether any box reaches within ``margin`` px of the image edge."""
+    b = np.asarray(boxes).reshape(-1, 4)
+    if not len(b):
+        return False
+    return bool(np.any((b[:, 0] <= margin) | (b[:, 1] <= margin) | (b[:, 2] >= w - margin) | (b[:, 3] >= h - margin)))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+
+
+# ---------------------------------------------------------------------- base class
+
+
+class _Detector:
+    """Shared plumbing: image checks, downscaling, optional border padding, mapping
+    boxes back, calibration. Subclasses implement :meth:`_raw` on the work image."""
+
+    name: ClassVar[str]
+    #: Tight-68-landmark-box calibration; measured by ``benchmarks/detectors.py``.
+    calibration: ClassVar[BoxCalibration] = BoxCalibration()
+
+    def __init__(self, max_side: int | None = 960, pad: float = 0.0, pad_mode: str = "auto"):
+        if pad < 0:
+            raise ValueError(f"pad must be >= 0, got {pad}")
+        if pad_mode not in ("auto", "always"):
+            raise ValueError(f"pad_mode must be 'auto' or 'always', got {pad_mode!r}")
+        self.max_side = max_side
+        self.pad = float(pad)
+        self.pad_mode = pad_mode
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+    def _raw(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(boxes xyxy, scores 0..1, keypoints or None)`` in ``image_rgb``'s pixels."""
+        raise NotImplementedError
+
+    def _run(self, img: np.ndarray, pad: float) -> Detections:
+        h, w = img.shape[:2]
+        s = work_scale(h, w, self.max_side, pad)
+        work = img
+        if s < 1.0:
+            work = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        px = pad_pixels(*work.shape[:2], pad)
+        boxes, scores, kps = self._raw(pad_image(work, px))
+        boxes = unmap_boxes(boxes, px, s)
+        if kps is not None:
+            kps = unmap_boxes(kps, px, s)
+        return Detections(boxes, scores, kps)
+
+    def detect(self, image_rgb: np.ndarray) -> Detections:
+        img = check_image(image_rgb)
+        if self.pad > 0 and self.pad_mode == "always":
+            return self._run(img, self.pad)
+        dets = self._run(img, 0.0)
+        # A face cut by the border gets a box clipped at the edge; only then pay for
+        # a second pass on the padded image, which lets the box reach outside.
+        if self.pad > 0 and touches_border(dets.boxes, *img.shape[:2]):
+            dets = self._run(img, self.pad)
+        return dets
+
+    def to_landmark_box(self, boxes: np.ndarray) -> np.ndarray:
+        return self.calibration.apply(boxes)
+
+
+# ------------------------------------------------------------------------ detectors
+
+
+class YuNetDetector(_Detector):
+    """YuNet (libfacedetection) through the ``yuface`` wheel: a small CNN, fast on
+    CPU, robust to pose, gives 5 keypoints.
+
+    ``score_threshold``: minimum confidence in 0..1. ``max_side``: images are
+    downscaled to fit (yuface degrades above 960 px). ``pad``: border, as a fraction
+    of the longer side, added before detecting when a face touches the edge (see
+    ``pad_mode``), so boxes of faces cut by the border are not clipped.
+    """
+
+    name = "yunet"
+    # Measured by `python benchmarks/detectors.py` on 300-W AFW (337 faces): for each
+    # face, the detection containing the centre of the tight 68-landmark box with the
+    # highest IoU; median of the per-face ratios. See benchmarks/detectors.md.
+    calibration = BoxCalibration(dx=0.0, dy=0.0, sw=1.0, sh=1.0)
+
+    def __init__(self, score_threshold: float = 0.5, max_side: int | None = 960, pad: float = 0.25,
+                 pad_mode: str = "auto"):
+        super().__init__(max_side=max_side, pad=pad, pad_mode=pad_mode)
+        import yuface  # a hard dependency, imported late to keep `import facepoints` light
+
+        self._detect = yuface.detect
+        self.score_threshold = float(score_threshold)
+
+    def _raw(self, image_rgb):
+        bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
+        confs, boxes, kps = self._detect(bgr, conf=self.score_threshold)
+        scores = as_signed16(confs).astype(np.float32) / 100.0
+        keep = scores >= self.score_threshold
+        boxes = xywh_to_xyxy(as_signed16(boxes))[keep]
+        kps = as_signed16(kps).reshape(-1, 5, 2).astype(np.float32)[keep]
+        return boxes, scores[keep], kps
+
+
+class DlibHogDetector(_Detector):
+    """dlib's HOG + linear SVM frontal face detector (weights built into dlib).
+
+    ``upsample``: times the image is doubled before scanning (finds faces down to
+    about 40 px at 1, 80 px at 0). ``threshold``: SVM margin to accept (0 is dlib's
+    default). Scores are the sigmoid of the margin, so 0.5 at the default threshold.
+    """
+
+    name = "dlib-hog"
+    # Measured by `python benchmarks/detectors.py` on 300-W AFW, as for YuNet.
+    calibration = BoxCalibration(dx=0.0, dy=0.0, sw=1.0, sh=1.0)
+
+    def __init__(self, upsample: int = 1, threshold: float = 0.0, max_side: int | None = 960, pad: float = 0.0,
+                 pad_mode: str = "auto"):
+        super().__init__(max_side=max_side, pad=pad, pad_mode=pad_mode)
+        try:
+            import dlib
+        except ImportError as e:
+            raise ImportError(
+                "the 'dlib-hog' face detector needs dlib: pip install dlib-bin "
+                "(or pip install 'facepoints[dlib]')"
+            ) from e
+        self._hog = dlib.get_frontal_face_detector()
+        self.upsample = int(upsample)
+        self.threshold = float(threshold)
+
+    def _raw(self, image_rgb):
+        rects, margins, _ = self._hog.run(np.ascontiguousarray(image_rgb), self.upsample, self.threshold)
+        # dlib rectangles are inclusive: right/bottom are the last pixel inside.
+        boxes = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects], np.float32)
+        return boxes.reshape(-1, 4), _sigmoid(margins).astype(np.float32), None
+
+
+class HaarDetector(_Detector):
+    """OpenCV's Viola-Jones Haar cascade (``haarcascade_frontalface_alt2.xml`` by
+    default, shipped in ``cv2.data.haarcascades``). Frontal faces only.
+
+    Scores are ``n / (n + 10)`` with ``n`` the number of merged neighbour windows:
+    monotone in the cascade's support, not a probability.
+    """
+
+    name = "haar"
+    # Measured by `python benchmarks/detectors.py` on 300-W AFW, as for YuNet.
+    calibration = BoxCalibration(dx=0.0, dy=0.0, sw=1.0, sh=1.0)
+
+    def __init__(self, cascade: str = "haarcascade_frontalface_alt2.xml", scale_factor: float = 1.1,
+                 min_neighbors: int = 3, min_size: int = 24, max_side: int | None = 960, pad: float = 0.0,
+                 pad_mode: str = "auto"):
+        super().__init__(max_side=max_side, pad=pad, pad_mode=pad_mode)
+        from pathlib import Path
+
+        path = Path(cascade)
+        if not path.is_file():
+            path = Path(cv2.data.haarcascades) / cascade
+        clf = cv2.CascadeClassifier(str(path))
+        if clf.empty():
+            raise FileNotFoundError(f"cannot load Haar cascade {cascade!r} (looked in {cv2.data.haarcascades})")
+        self._clf = clf
+        self.cascade = cascade
+        self.scale_factor = float(scale_factor)
+        self.min_neighbors = int(min_neighbors)
+        self.min_size = int(min_size)
+
+    def _raw(self, image_rgb):
+        grey = cv2.equalizeHist(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY))
+        rects, counts = self._clf.detectMultiScale2(
+            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size))
+        rects = np.asarray(rects, np.float32).reshape(-1, 4)
+        n = np.asarray(counts, np.float32).reshape(-1)
+        return xywh_to_xyxy(rects), n / (n + 10.0), None
+
+
+# ------------------------------------------------------------------------- registry
+
+DETECTORS: dict[str, Callable[..., FaceDetector]] = {
+    YuNetDetector.name: YuNetDetector,
+    DlibHogDetector.name: DlibHogDetector,
+    HaarDetector.name: HaarDetector,
+}
+DEFAULT_DETECTOR = YuNetDetector.name
+
+
+def get_detector(name: str = DEFAULT_DETECTOR, **kwargs) -> FaceDetector:
+    """A detector by registry name; keyword arguments go to its constructor."""
+    key = name.strip().lower()
+    if key not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+    return DETECTORS[key](**kwargs)

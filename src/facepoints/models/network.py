@@ -1,0 +1,93 @@
+"""Landmark networks: a torchvision backbone chosen by name and a head.
+
+The network takes an RGB crop as floats in [0, 1] (N, 3, S, S), normalises it itself
+(ImageNet mean/std, stored as buffers so exports carry them) and returns landmarks
+(N, P, 2) in crop units: (0, 0) is the centre of the top-left pixel, (1, 1) of the
+bottom-right one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# name -> (builder, weights enum.member, feature channels). MobileNetV2 uses V1
+# weights: the ones ../shared/tools/seed-imagenet-weights makes available offline.
+BACKBONES = {
+    "resnet18": ("resnet18", "ResNet18_Weights.IMAGENET1K_V1", 512),
+    "resnet34": ("resnet34", "ResNet34_Weights.IMAGENET1K_V1", 512),
+    "resnet50": ("resnet50", "ResNet50_Weights.IMAGENET1K_V2", 2048),
+    "mobilenet_v2": ("mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1", 1280),
+    "mobilenet_v3_small": ("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", 576),
+    "mobilenet_v3_large": ("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V1", 960),
+}
+
+
+class ModelBuildError(RuntimeError):
+    pass
+
+
+def backbone_features(name: str, pretrained: bool) -> tuple[nn.Module, int]:
+    """The convolutional trunk of a torchvision classifier (no pooling, no classifier)."""
+    if name not in BACKBONES:
+        raise ModelBuildError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+    fn_name, weights_name, channels = BACKBONES[name]
+    enum_name, member = weights_name.split(".")
+    weights = getattr(getattr(torchvision.models, enum_name), member) if pretrained else None
+    try:
+        net = getattr(torchvision.models, fn_name)(weights=weights)
+    except Exception as e:  # offline without cached weights, corrupt cache, ...
+        raise ModelBuildError(
+            f"cannot load ImageNet weights for {name} ({e.__class__.__name__}: {e}); "
+            "set model.pretrained: false, or put the weights in the torch hub cache"
+        ) from e
+    if name.startswith("resnet"):
+        trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+    else:
+        trunk = net.features
+    return trunk, channels
+
+
+class RegressionHead(nn.Module):
+    """The classic recipe: global average pool, then ``Linear(C, 2 * P)``."""
+
+    def __init__(self, channels: int, num_points: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_points = num_points
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(channels, 2 * num_points)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        x = self.drop(torch.flatten(self.pool(feats), 1))
+        return self.fc(x).view(-1, self.num_points, 2)
+
+    def init_mean_shape(self, mean_shape: torch.Tensor) -> None:
+        """Start from the mean face: zero weights, bias = mean landmark positions."""
+        with torch.no_grad():
+            self.fc.weight.mul_(0.01)
+            self.fc.bias.copy_(mean_shape.reshape(-1))
+
+
+class LandmarkNet(nn.Module):
+    def __init__(self, trunk: nn.Module, head: nn.Module):
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk((x - self.mean) / self.std))
+
+
+def build_model(backbone: str, num_points: int, head: str = "regression", pretrained: bool = False,
+                dropout: float = 0.0) -> LandmarkNet:
+    trunk, channels = backbone_features(backbone, pretrained)
+    if head != "regression":
+        raise ModelBuildError(f"unknown head {head!r}; available: regression")
+    return LandmarkNet(trunk, RegressionHead(channels, num_points, dropout))

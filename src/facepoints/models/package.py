@@ -1,0 +1,127 @@
+"""Model files: weights plus everything needed to use them, in one safetensors file.
+
+A ``.safetensors`` file holds tensors and a string-to-string header; ours keeps the
+metadata as JSON under the key ``facepoints``: the landmark scheme, input size, crop
+scale, normalisation, architecture, metrics and a training-data note. Loading never
+unpickles anything, so a model file from a stranger cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from facepoints.models.network import IMAGENET_MEAN, IMAGENET_STD, LandmarkNet, build_model
+from facepoints.schemes import LandmarkScheme
+
+FORMAT_VERSION = 1
+BUNDLED = Path(__file__).resolve().parents[1] / "weights" / "default.safetensors"
+
+
+class ModelFileError(ValueError):
+    """A model file that is not a facepoints model, or is damaged."""
+
+
+@dataclass
+class ModelInfo:
+    scheme: dict
+    backbone: str
+    head: str
+    input_size: int
+    crop_scale: float
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    input_range: str = "RGB float in [0, 1], normalised inside the network"
+    output: str = "landmarks (P, 2) in crop units, 0..1 between the centres of the corner pixels"
+    version: str = ""
+    training_data: str = ""
+    metrics: dict = field(default_factory=dict)
+    recipe: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def landmark_scheme(self) -> LandmarkScheme:
+        return LandmarkScheme.from_dict(self.scheme)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelInfo":
+        d = json.loads(text)
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        if d.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelFileError(f"model format {d['format_version']} is newer than this facepoints ({FORMAT_VERSION})")
+        return cls(**known)
+
+
+def save_model(model: LandmarkNet, info: ModelInfo, path: str | Path) -> None:
+    """Write atomically: a temp file in the same folder, then rename."""
+    from facepoints import __version__
+
+    info.version = info.version or __version__
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(state, str(tmp), metadata={"facepoints": info.to_json()})
+    os.replace(tmp, path)
+
+
+def read_info(path: str | Path) -> ModelInfo:
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{path}: not a facepoints model file ({e})") from None
+    if "facepoints" not in meta:
+        raise ModelFileError(f"{path}: a safetensors file without facepoints metadata (a foreign model?)")
+    try:
+        return ModelInfo.from_json(meta["facepoints"])
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ModelFileError(f"{path}: damaged facepoints metadata ({e})") from None
+
+
+def load_model(path: str | Path | None = None) -> tuple[LandmarkNet, ModelInfo]:
+    """The network in eval mode and its metadata; the bundled model if ``path`` is None."""
+    path = Path(path) if path is not None else BUNDLED
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    info = read_info(path)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{path}: damaged weights ({e})") from None
+    model = build_model(info.backbone, info.landmark_scheme.num_points, info.head, pretrained=False,
+                        **info.recipe.get("model_kwargs", {}))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ModelFileError(f"{path}: weights do not fit a {info.backbone}/{info.head} network ({str(e)[:300]})") from None
+    return model.eval(), info
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint, read without unpickling code (``weights_only=True``)."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelFileError(f"{path}: not a readable facepoints checkpoint ({e.__class__.__name__}: {str(e)[:200]})") from None
+
+
+def save_checkpoint(obj: dict, path: str | Path) -> None:
+    """Atomic: a run killed while writing leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, str(tmp))
+    os.replace(tmp, path)

@@ -1,0 +1,126 @@
+"""The training configuration: plain YAML, typed and validated by pydantic.
+
+    name: baseline
+    data:
+      train: ["300w:../shared/data/300w/afw", {spec: "ytf:...csv", repeat: 1}]
+      val_fraction: 0.1
+    model: {backbone: resnet18, input_size: 96}
+    loss: {name: l1}
+    optim: {epochs: 10, lr: 0.001}
+
+Relative paths in a config file are taken from the file's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from facepoints.data.augment import AugmentConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(_Strict):
+    spec: str = Field(description="FORMAT:PATH")
+    repeat: int = Field(1, ge=1, le=20, description="times each sample appears per epoch (oversampling)")
+    val_fraction: float | None = Field(None, ge=0, lt=1, description="overrides data.val_fraction")
+
+
+class DataConfig(_Strict):
+    train: list[Source]
+    val: list[str] = Field(default_factory=list, description="extra validation-only datasets")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="held out by group (person, photo)")
+    subset: int | None = Field(None, ge=1, description="use at most this many training samples")
+    scheme: str | None = None
+    skip_missing: bool = False
+    exclude: str | None = Field(None, description="file of image ids to leave out (one per line, or clean's JSON)")
+    cache_dir: str | None = ".cache/facepoints"
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _strings_are_specs(cls, v):
+        if not isinstance(v, list) or not v:
+            raise ValueError("data.train needs at least one FORMAT:PATH source")
+        return [{"spec": s} if isinstance(s, str) else s for s in v]
+
+
+class ModelConfig(_Strict):
+    backbone: str = "resnet18"
+    pretrained: bool = False
+    head: Literal["regression"] = "regression"
+    input_size: int = Field(128, ge=32, le=512)
+    crop_scale: float = Field(1.25, ge=1.0, le=2.5, description="crop side / longest side of the landmark box")
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class LossConfig(_Strict):
+    name: Literal["l1", "l2", "smooth_l1", "wing"] = "l1"
+    w: float = 10.0
+    eps: float = 2.0
+
+
+class OptimConfig(_Strict):
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(30, ge=1)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = Field(1.0, ge=0)
+    grad_clip: float | None = Field(5.0, gt=0)
+
+
+class TrainConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    output: str = "runs/run"
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    augment: AugmentConfig = AugmentConfig()
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke tests)")
+    note: str = Field("", description="training-data note stored in the model file")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping")
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        cfg = TrainConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: invalid config:\n{e}") from None
+    return _relative_to(cfg, path.parent)
+
+
+def _relative_to(cfg: TrainConfig, base: Path) -> TrainConfig:
+    def fix(spec: str) -> str:
+        fmt, _, p = spec.partition(":")
+        return spec if Path(p).is_absolute() else f"{fmt}:{(base / p).resolve()}" if (base / p).exists() else spec
+
+    for s in cfg.data.train:
+        s.spec = fix(s.spec)
+    cfg.data.val = [fix(s) for s in cfg.data.val]
+    return cfg

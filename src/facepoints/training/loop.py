@@ -1,0 +1,254 @@
+"""The training loop, top to bottom: data, model, optimiser, loop, validation,
+checkpoint. Options change behaviour through ``TrainConfig``, nothing else.
+
+Determinism: shuffling, augmentation and dropout of epoch ``e`` are seeded from
+``(seed, e)``, and a checkpoint is written atomically after every epoch, so a run
+killed at any moment and resumed with ``resume=True`` ends with the same weights
+as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facepoints.data.augment import apply, build_transform
+from facepoints.data.crop_cache import CropCache, build_cache
+from facepoints.data.formats import read_dataset
+from facepoints.data.samples import Dataset
+from facepoints.evaluation.metrics import nme
+from facepoints.models.losses import build_loss
+from facepoints.models.network import build_model
+from facepoints.models.package import ModelInfo, load_checkpoint, save_checkpoint, save_model
+from facepoints.training.config import TrainConfig
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    repeats: list[int]  # per training sample
+
+
+def _in_val(group: str, fraction: float, seed: int) -> bool:
+    h = hashlib.sha1(f"{seed}:{group}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64 < fraction
+
+
+def read_exclusions(path: str | None) -> set[str]:
+    if not path:
+        return set()
+    text = Path(path).read_text()
+    if text.lstrip().startswith("{"):
+        return {str(f["id"]) for f in json.loads(text).get("flagged", [])}
+    return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
+
+
+def make_splits(cfg: TrainConfig) -> Splits:
+    """Hold out whole groups (a YTF person, a 300-W photo) by a stable hash, per source."""
+    d = cfg.data
+    exclude = read_exclusions(d.exclude)
+    train, val, repeats, scheme = [], [], [], None
+    for src in d.train:
+        ds = read_dataset(src.spec, d.scheme, skip_missing=d.skip_missing)
+        for w in ds.warnings:
+            print(f"warning: {src.spec}: {w}")
+        scheme = scheme or ds.scheme
+        if ds.scheme.num_points != scheme.num_points:
+            raise ValueError(f"{src.spec}: {ds.scheme.num_points} points, but earlier sources have {scheme.num_points}")
+        frac = d.val_fraction if src.val_fraction is None else src.val_fraction
+        for s in ds.samples:
+            if s.id in exclude:
+                continue
+            s.attributes["source"] = src.spec
+            if _in_val(s.group, frac, cfg.seed):
+                val.append(s)
+            else:
+                train.append(s)
+                repeats.append(src.repeat)
+    for spec in d.val:
+        ds = read_dataset(spec, d.scheme, skip_missing=d.skip_missing)
+        for s in ds.samples:
+            s.attributes["source"] = spec
+        val.extend(ds.samples)
+    if d.subset is not None and d.subset < len(train):
+        keep = np.random.default_rng(cfg.seed).choice(len(train), d.subset, replace=False)
+        keep.sort()
+        train = [train[i] for i in keep]
+        repeats = [repeats[i] for i in keep]
+    return Splits(Dataset("train", scheme, train), Dataset("val", scheme, val), repeats)
+
+
+class CropDataset(torch.utils.data.Dataset):
+    def __init__(self, cache: CropCache, transform, scheme, input_size: int):
+        self.cache, self.transform, self.scheme, self.size = cache, transform, scheme, input_size
+
+    def __len__(self):
+        return len(self.cache)
+
+    def __getitem__(self, i):
+        img, pts = apply(self.transform, self.cache.images[i], self.cache.points[i], self.scheme)
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255)
+        return x, torch.from_numpy(pts / (self.size - 1))
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+@torch.no_grad()
+def predict_crops(model, images: np.ndarray, input_size: int, batch: int = 64) -> np.ndarray:
+    """Landmarks in crop pixels for centre crops of cached images."""
+    model.eval()
+    s = images.shape[1]
+    o = (s - input_size) // 2
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch, o:o + input_size, o:o + input_size]))
+        x = x.permute(0, 3, 1, 2).float().div_(255)
+        out.append(model(x).numpy() * (input_size - 1) + o)
+    return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:2])
+
+
+def validate(model, cache: CropCache, scheme, input_size: int, sources: list[str]) -> dict:
+    if len(cache) == 0:
+        return {}
+    pred = predict_crops(model, cache.images, input_size)
+    err = nme(pred, cache.points, scheme, "io")
+    out = {"val_nme_io": float(err.mean() * 100), "val_fr10": float((err > 0.1).mean() * 100)}
+    src = np.array(sources)
+    for name in sorted(set(sources)):
+        out[f"val_nme_io[{name.split(':')[0]}:{Path(name.split(':', 1)[1]).name}]"] = float(err[src == name].mean() * 100)
+    return out
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train, writing ``last.pt`` (checkpoint), ``best.safetensors`` and ``final.safetensors``
+    (model files), ``metrics.jsonl`` and ``config.yaml`` into ``cfg.output``. Returns the
+    path of the best model file."""
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ckpt_path = out / "last.pt"
+    if not resume and ckpt_path.exists():
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another output")
+    import yaml
+
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+
+    splits = make_splits(cfg)
+    scheme = splits.train.scheme
+    if cfg.augment.enabled and cfg.augment.flip and not scheme.has_flip:
+        mean = np.mean([s.landmarks - s.landmarks.mean(0) for s in splits.train.samples], axis=0)
+        scheme = scheme.with_flip_from_mean_shape(mean)
+    m = cfg.model
+    t0 = time.time()
+    train_cache = build_cache(splits.train, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir, progress=progress)
+    val_cache = build_cache(splits.val, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir, progress=progress)
+    val_sources = [s.attributes["source"] for s in splits.val.samples]
+    print(f"data: {len(train_cache)} train faces (x repeats: {sum(splits.repeats)} per epoch), "
+          f"{len(val_cache)} val faces, cropped in {time.time() - t0:.0f}s")
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(m.backbone, scheme.num_points, m.head, m.pretrained, m.dropout)
+    o = (train_cache.size - m.input_size) // 2
+    mean_shape = torch.from_numpy((train_cache.points.mean(0) - o) / (m.input_size - 1)).float()
+    model.head.init_mean_shape(mean_shape)
+    loss_fn = build_loss(cfg.loss.name, w=cfg.loss.w, eps=cfg.loss.eps)
+    oc = cfg.optim
+    if oc.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=oc.lr, weight_decay=oc.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=oc.lr, momentum=0.9, weight_decay=oc.weight_decay, nesterov=True)
+
+    index = np.repeat(np.arange(len(train_cache)), splits.repeats)
+    steps_per_epoch = max(1, len(index) // oc.batch_size)
+    total = steps_per_epoch * oc.epochs
+    warmup = int(oc.warmup_epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, oc.schedule))
+
+    start_epoch, step, best, history = 0, 0, float("inf"), []
+    if resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start_epoch, step, best = ck["epoch"], ck["step"], ck["best"]
+        print(f"resumed from {ckpt_path} at epoch {start_epoch}")
+
+    info = ModelInfo(scheme=scheme.to_dict(), backbone=m.backbone, head=m.head, input_size=m.input_size,
+                     crop_scale=m.crop_scale, training_data=cfg.note or "; ".join(s.spec for s in cfg.data.train),
+                     recipe={"config": cfg.model_dump(), "model_kwargs": {"dropout": m.dropout}})
+    transform = build_transform(cfg.augment, m.input_size, train=True)
+    data = CropDataset(train_cache, transform, scheme, m.input_size)
+    log = open(out / "metrics.jsonl", "a")
+    for epoch in range(start_epoch, oc.epochs):
+        seed = cfg.seed * 100_003 + epoch
+        torch.manual_seed(seed)
+        transform.set_random_seed(seed)
+        order = np.random.default_rng(seed).permutation(index)
+        model.train()
+        t_epoch, running, seen = time.time(), 0.0, 0
+        bar = range(steps_per_epoch)
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(bar, desc=f"epoch {epoch + 1}/{oc.epochs}", unit="step", leave=False)
+        for b in bar:
+            items = [data[i] for i in order[b * oc.batch_size:(b + 1) * oc.batch_size]]
+            x = torch.stack([it[0] for it in items])
+            y = torch.stack([it[1] for it in items])
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if oc.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), oc.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            running += loss.item() * len(x)
+            seen += len(x)
+            if progress:
+                bar.set_postfix(loss=f"{running / seen:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+        train_time = time.time() - t_epoch
+        metrics = validate(model, val_cache, scheme, m.input_size, val_sources)
+        rec = {"epoch": epoch + 1, "step": step, "loss": running / max(seen, 1), "lr": sched.get_last_lr()[0],
+               "train_seconds": round(train_time, 1), "images_per_second": round(seen / max(train_time, 1e-9), 1),
+               **metrics}
+        history.append(rec)
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+        score = metrics.get("val_nme_io", running / max(seen, 1))
+        msg = f"epoch {epoch + 1}/{oc.epochs} loss {rec['loss']:.4f}"
+        if metrics:
+            msg += f" val NME(io) {metrics['val_nme_io']:.2f}% FR10 {metrics['val_fr10']:.1f}%"
+        print(msg + f" [{train_time:.0f}s, {rec['images_per_second']} img/s]", flush=True)
+        if score < best:
+            best = score
+            info.metrics = {"epoch": epoch + 1, **metrics}
+            save_model(model, info, out / "best.safetensors")
+        save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "epoch": epoch + 1, "step": step, "best": best}, ckpt_path)
+        if cfg.max_steps and step >= cfg.max_steps:
+            break
+    log.close()
+    info.metrics = {"epoch": epoch + 1, **metrics} if len(history) else info.metrics
+    save_model(model, info, out / "final.safetensors")
+    if not (out / "best.safetensors").exists():
+        save_model(model, info, out / "best.safetensors")
+    return out / "best.safetensors"

@@ -1,0 +1,251 @@
+"""Face detectors: box arithmetic, border/uint16 handling, registry, and a real 300-W image."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facepoints.deploy import detectors as D
+from facepoints.deploy.detectors import (
+    DETECTORS,
+    BoxCalibration,
+    Detections,
+    FaceDetector,
+    get_detector,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+AFW = DATA / "300w" / "afw"
+HAVE_DLIB = importlib.util.find_spec("dlib") is not None
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+# --------------------------------------------------------------------- arithmetic
+
+
+def test_as_signed16_undoes_uint16_wraparound():
+    raw = np.array([65533, 0, 17, 65535], dtype=np.uint16)  # -3, 0, 17, -1
+    np.testing.assert_array_equal(D.as_signed16(raw), [-3, 0, 17, -1])
+    np.testing.assert_array_equal(D.as_signed16(np.array([-3, 5], np.int16)), [-3, 5])
+    assert D.as_signed16(raw).dtype == np.int32
+
+
+def test_xywh_to_xyxy():
+    out = D.xywh_to_xyxy(np.array([[10, 20, 30, 40], [-5, -6, 7, 8]], np.int32))
+    np.testing.assert_array_equal(out, [[10, 20, 40, 60], [-5, -6, 2, 2]])
+    assert out.dtype == np.float32
+    assert D.xywh_to_xyxy(np.zeros((0, 4))).shape == (0, 4)
+
+
+def test_pad_shift_and_scale_back():
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[:, 0] = 255  # the replicated border copies the edge column
+    px = D.pad_pixels(100, 200, 0.25)
+    assert px == 50
+    padded = D.pad_image(img, px)
+    assert padded.shape == (200, 300, 3)
+    assert (padded[:, :px + 1] == 255).all() and (padded[:, px + 1:] == 0).all()
+    # A box found at the padded image's left edge lies 50 px outside the original;
+    # with a 0.5 downscale that is 100 original pixels.
+    box = np.array([[10, 40, 90, 120]], np.float32)
+    np.testing.assert_allclose(D.unmap_boxes(box, px, 1.0), [[-40, -10, 40, 70]])
+    np.testing.assert_allclose(D.unmap_boxes(box, px, 0.5), [[-80, -20, 80, 140]])
+    assert D.pad_image(img, 0) is img
+
+
+def test_work_scale_accounts_for_padding():
+    assert D.work_scale(400, 300, 960) == 1.0
+    assert D.work_scale(1000, 2000, 960) == pytest.approx(0.48)
+    assert D.work_scale(1000, 2000, 960, pad=0.25) == pytest.approx(960 / 3000)
+    assert D.work_scale(1000, 2000, None) == 1.0
+
+
+def test_touches_border():
+    assert D.touches_border(np.array([[0, 10, 50, 60]]), 100, 100)
+    assert D.touches_border(np.array([[10, 10, 100, 60]]), 100, 100)
+    assert not D.touches_border(np.array([[10, 10, 90, 60]]), 100, 100)
+    assert not D.touches_border(np.zeros((0, 4)), 100, 100)
+
+
+class FakeDetector(D._Detector):
+    """Returns one box at the left edge of whatever image it is given."""
+
+    name = "fake"
+    calibration = BoxCalibration(0.0, 0.1, 1.0, 0.8)
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.seen = []
+
+    def _raw(self, image_rgb):
+        self.seen.append(image_rgb.shape)
+        return np.array([[0, 20, 40, 60]], np.float32), np.array([0.9], np.float32), np.zeros((1, 5, 2))
+
+
+def test_auto_pad_reruns_on_padded_image_and_shifts_back():
+    det = FakeDetector(max_side=960, pad=0.25)
+    out = det.detect(np.zeros((200, 100, 3), np.uint8))
+    assert det.seen == [(200, 100, 3), (300, 200, 3)]  # second pass padded by 50 px
+    np.testing.assert_allclose(out.boxes, [[-50, -30, -10, 10]])
+    np.testing.assert_allclose(out.keypoints, np.full((1, 5, 2), -50.0))
+    assert isinstance(det, FaceDetector)
+
+
+def test_no_pad_and_downscale():
+    det = FakeDetector(max_side=100, pad=0.0)
+    out = det.detect(np.zeros((400, 200, 3), np.uint8))
+    assert det.seen == [(100, 50, 3)]
+    np.testing.assert_allclose(out.boxes, [[0, 80, 160, 240]])  # scaled back by 4
+
+
+def test_always_pad_with_downscale():
+    det = FakeDetector(max_side=150, pad=0.25, pad_mode="always")
+    out = det.detect(np.zeros((200, 100, 3), np.uint8))
+    # scale 150 / (1.5 * 200) = 0.5 -> 100x50 work image, padded by 25 px
+    assert det.seen == [(150, 100, 3)]
+    np.testing.assert_allclose(out.boxes, [[-50, -10, 30, 70]])
+
+
+def test_image_checks():
+    det = FakeDetector()
+    with pytest.raises(ValueError, match="uint8"):
+        det.detect(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match="RGB"):
+        det.detect(np.zeros((10, 10, 4), np.uint8))
+    det.detect(np.zeros((10, 10), np.uint8))  # grey is accepted
+    with pytest.raises(ValueError):
+        FakeDetector(pad=-1)
+    with pytest.raises(ValueError):
+        FakeDetector(pad_mode="sometimes")
+
+
+def test_detections_sorted_and_typed():
+    d = Detections(np.array([[0, 0, 1, 1], [2, 2, 3, 3], [4, 4, 5, 5]]), [0.2, 0.9, 0.5])
+    np.testing.assert_allclose(d.scores, [0.9, 0.5, 0.2])
+    np.testing.assert_allclose(d.boxes[:, 0], [2, 4, 0])
+    assert d.boxes.dtype == np.float32 and d.scores.dtype == np.float32 and len(d) == 3
+    assert len(Detections.empty()) == 0 and Detections.empty().boxes.shape == (0, 4)
+    with pytest.raises(ValueError):
+        Detections(np.zeros((2, 4)), np.zeros(3))
+
+
+# -------------------------------------------------------------------- calibration
+
+
+def test_calibration_arithmetic_on_known_box():
+    cal = BoxCalibration(dx=0.1, dy=-0.2, sw=1.5, sh=0.5)
+    # w=100, h=200, centre (50, 100) -> centre (60, 60), size 150 x 100
+    np.testing.assert_allclose(cal.apply(np.array([0, 0, 100, 200])), [-15, 10, 135, 110])
+    out = cal.apply(np.array([[0, 0, 100, 200], [10, 10, 20, 20]]))
+    assert out.shape == (2, 4) and out.dtype == np.float32
+    np.testing.assert_allclose(out[1], [8.5, 12.5, 23.5, 15.0])
+    np.testing.assert_allclose(BoxCalibration().apply([1, 2, 3, 4]), [1, 2, 3, 4])
+
+
+def test_calibration_fit_recovers_constants():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 300, (50, 2))
+    wh = rng.uniform(40, 200, (50, 2))
+    det = np.concatenate([xy, xy + wh], 1)
+    truth = BoxCalibration(dx=0.02, dy=0.13, sw=1.04, sh=0.76)
+    fitted = BoxCalibration.fit(det, truth.apply(det))
+    for k in ("dx", "dy", "sw", "sh"):
+        assert getattr(fitted, k) == pytest.approx(getattr(truth, k), abs=1e-3)
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_detector_to_landmark_box_uses_measured_constants(name):
+    cls = DETECTORS[name]
+    cal = cls.calibration
+    assert cal != BoxCalibration(), f"{name}: calibration constants were never measured"
+    assert 0.5 < cal.sw < 2 and 0.5 < cal.sh < 2 and abs(cal.dx) < 0.3 and abs(cal.dy) < 0.3
+    box = np.array([100, 100, 200, 200], np.float32)
+    expected = [150 + cal.dx * 100 - cal.sw * 50, 150 + cal.dy * 100 - cal.sh * 50,
+                150 + cal.dx * 100 + cal.sw * 50, 150 + cal.dy * 100 + cal.sh * 50]
+    obj = cls.__new__(cls)  # to_landmark_box needs no model
+    np.testing.assert_allclose(obj.to_landmark_box(box), expected, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------- registry
+
+
+def test_registry_and_unknown_name():
+    assert list(DETECTORS) == ["yunet", "dlib-hog", "haar"]
+    assert D.DEFAULT_DETECTOR == "yunet"
+    with pytest.raises(ValueError, match="unknown face detector 'mtcnn'.*yunet, dlib-hog, haar"):
+        get_detector("mtcnn")
+    det = get_detector("YuNet", score_threshold=0.7)
+    assert det.name == "yunet" and det.score_threshold == 0.7 and isinstance(det, FaceDetector)
+    assert isinstance(get_detector("haar"), FaceDetector)
+
+
+def test_dlib_missing_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` raise ImportError
+    with pytest.raises(ImportError, match="pip install dlib-bin"):
+        get_detector("dlib-hog")
+
+
+@pytest.mark.parametrize("name", ["yunet", "haar", pytest.param("dlib-hog", marks=pytest.mark.skipif(
+    not HAVE_DLIB, reason="dlib not installed"))])
+def test_blank_image_has_no_faces(name):
+    d = get_detector(name).detect(np.full((120, 160, 3), 128, np.uint8))
+    assert len(d) == 0 and d.boxes.shape == (0, 4) and d.scores.shape == (0,)
+
+
+# ---------------------------------------------------------------------- real data
+
+
+def _afw_face():
+    if not AFW.is_dir():
+        pytest.skip(f"300-W data not found at {AFW}")
+    from facepoints.data.formats import read_pts
+    from facepoints.data.images import read_image
+    from facepoints.data.samples import landmark_box
+
+    pts = AFW / "1051618982_1.pts"
+    if not pts.is_file():
+        pytest.skip(f"{pts} not found")
+    return read_image(pts.with_suffix(".jpg")), landmark_box(read_pts(pts))
+
+
+def _check_found(det, img, gt):
+    d = det.detect(img)
+    assert len(d) >= 1
+    assert d.scores[0] >= d.scores[-1] and 0 <= d.scores.min() and d.scores.max() <= 1
+    best = max(iou(b, gt) for b in det.to_landmark_box(d.boxes))
+    assert best >= 0.6, best
+    return d
+
+
+def test_yunet_finds_real_300w_face():
+    img, gt = _afw_face()
+    d = _check_found(get_detector("yunet"), img, gt)
+    assert d.keypoints is not None and d.keypoints.shape == (len(d), 5, 2)
+
+
+def test_yunet_box_reaches_outside_for_face_cut_by_border():
+    img, gt = _afw_face()
+    x = int(gt[0] + 0.3 * (gt[2] - gt[0]))  # cut off the left 30 % of the face
+    cut = np.ascontiguousarray(img[:, x:])
+    gt_cut = gt - np.array([x, 0, x, 0], np.float32)
+    padded = get_detector("yunet").detect(cut)
+    clipped = get_detector("yunet", pad=0).detect(cut)
+    assert padded.boxes[0, 0] < 0 <= clipped.boxes[0, 0]
+    det = get_detector("yunet")
+    assert iou(det.to_landmark_box(padded.boxes[0]), gt_cut) > iou(det.to_landmark_box(clipped.boxes[0]), gt_cut)
+
+
+@pytest.mark.skipif(not HAVE_DLIB, reason="dlib not installed")
+def test_dlib_hog_finds_real_300w_face():
+    img, gt = _afw_face()
+    _check_found(get_detector("dlib-hog"), img, gt)
