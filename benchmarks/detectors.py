@@ -48,6 +48,8 @@ from facepoints.data.images import read_image
 from facepoints.data.samples import landmark_box
 from facepoints.deploy.detectors import DETECTORS, BoxCalibration, get_detector
 
+DETECTORS_DEFAULT = list(DETECTORS)
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 
@@ -155,6 +157,16 @@ def cut_left(faces: list[Face], images: dict, frac: float = 0.3) -> tuple[list[F
     return out, imgs
 
 
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """``yunet:pad=0:score_threshold=0.6`` -> ("yunet", {"pad": 0.0, ...})."""
+    name, *opts = spec.split(":")
+    kwargs = {}
+    for opt in opts:
+        k, v = opt.split("=", 1)
+        kwargs[k] = float(v) if any(c in v for c in ".e") or k in ("pad", "score_threshold", "threshold") else int(v)
+    return name, kwargs
+
+
 def machine() -> str:
     try:
         txt = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -169,7 +181,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--helen-every", type=int, default=2, help="take every N-th HELEN trainset face (default 2)")
     ap.add_argument("--border-n", type=int, default=80, help="AFW faces for the border-cut check (0 to skip)")
-    ap.add_argument("--detectors", default=",".join(DETECTORS))
+    ap.add_argument("--detectors", default=",".join([DETECTORS_DEFAULT[0], "yunet:pad=0", *DETECTORS_DEFAULT[1:]]),
+                    help="comma-separated registry names, optionally NAME:KEY=VALUE:... for non-default settings")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "detectors.md")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
@@ -186,11 +199,12 @@ def main(argv=None) -> int:
     print(f"AFW {len(afw)} faces, HELEN {len(helen)}/{n_helen_all}, border-cut {len(cut)}", flush=True)
 
     rows, border_rows, cals = [], [], {}
-    for name in args.detectors.split(","):
+    for spec in args.detectors.split(","):
+        name, kwargs = parse_spec(spec)
         try:
-            det = get_detector(name)
+            det = get_detector(name, **kwargs)
         except ImportError as e:
-            print(f"skip {name}: {e}")
+            print(f"skip {spec}: {e}")
             continue
         raw_afw, ms_afw = run_detector(det, afw, images)
         raw_helen, ms_helen = run_detector(det, helen, images)
@@ -198,12 +212,12 @@ def main(argv=None) -> int:
         cals[name] = cal
         ea, eh = evaluate(raw_afw, afw, cal), evaluate(raw_helen, helen, cal)
         ms = (ms_afw * len(afw) + ms_helen * len(helen)) / (len(afw) + len(helen))
-        rows.append((name, cal, ea, eh, ms))
-        same = cal == type(det).calibration
-        print(f"{name}: fit {cal} ({'matches' if same else 'DIFFERS FROM'} the module's {type(det).calibration}); "
+        rows.append((spec, cal, ea, eh, ms))
+        note = ("matches" if cal == type(det).calibration else "DIFFERS FROM") if not kwargs else "variant; compare"
+        print(f"{spec}: fit {cal} ({note} the module's {type(det).calibration}); "
               f"AFW recall {ea['recall']:.3f} HELEN {eh['recall']:.3f} iou {eh['iou_raw']:.3f}->{eh['iou_cal']:.3f} "
               f"{ms:.1f} ms", flush=True)
-        if cut:
+        if cut and not kwargs:
             for pad in sorted({0.0, 0.25, det.pad} | ({0.1} if name == "yunet" else set())):
                 d = get_detector(name, pad=pad)
                 raw_cut, ms_cut = run_detector(d, cut, images)
@@ -225,11 +239,12 @@ def write_report(args, rows, border_rows, n_afw, n_helen, n_helen_all, n_cut, el
         f"(run from the repository root with the project venv; took {elapsed:.0f} s)  ",
         f"Date: {dt.date.today().isoformat()}  ",
         f"Machine: {machine()}  ",
-        f"Data: 300-W AFW, all {n_afw} faces; HELEN trainset, every {args.helen_every}-th face "
+        f"Data: 300-W AFW, all {n_afw} faces; HELEN trainset, one face in {args.helen_every} (sorted by name) "
         f"({n_helen} of {n_helen_all}) to keep the run short. Each image annotates one face "
         "(the 300-W images are crops with that face at about half the image side) but may show others.",
         "",
-        "Every detector with its default settings (`get_detector(name)`). *Recall@0.5*: a detection, mapped "
+        "Every detector with its default settings (`get_detector(name)`); `yunet:pad=0` is YuNet without the "
+        "second, padded pass for faces touching the border (see the last table). *Recall@0.5*: a detection, mapped "
         "by the calibration below, has IoU >= 0.5 with the tight box of the 68 landmarks. *Centre recall*: the "
         "centre of that box lies inside a raw detection. *Other/img*: detections with calibrated IoU < 0.3 with "
         "the annotated face, per image; unannotated faces count here, so it bounds false positives from above. "

@@ -148,7 +148,7 @@ def test_calibration_arithmetic_on_known_box():
     np.testing.assert_allclose(cal.apply(np.array([0, 0, 100, 200])), [-15, 10, 135, 110])
     out = cal.apply(np.array([[0, 0, 100, 200], [10, 10, 20, 20]]))
     assert out.shape == (2, 4) and out.dtype == np.float32
-    np.testing.assert_allclose(out[1], [8.5, 12.5, 23.5, 15.0])
+    np.testing.assert_allclose(out[1], [8.5, 10.5, 23.5, 15.5])  # centre (16, 13), 15 x 5
     np.testing.assert_allclose(BoxCalibration().apply([1, 2, 3, 4]), [1, 2, 3, 4])
 
 

@@ -1,0 +1,201 @@
+"""The ``facepoints`` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Facial landmarks: train, evaluate and run landmark detectors.")
+
+ModelOpt = typer.Option(None, "--model", "-m", help="model file (.safetensors); default: the bundled model")
+
+
+def fail(msg: str, code: int = 2) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _expand_images(paths: list[Path]) -> list[Path]:
+    from facepoints.data.formats import IMAGE_SUFFIXES
+
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+@app.command()
+def predict(
+    images: list[Path] = typer.Argument(..., help="image files or folders"),
+    model: Optional[Path] = ModelOpt,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write NAME.png (annotated) and NAME.json per image here"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object per image (JSON lines) on stdout"),
+    detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
+    threads: int = typer.Option(1, help="CPU threads for the network"),
+):
+    """Find every face in each image and its landmarks."""
+    import cv2
+
+    from facepoints.data.images import ImageError, read_image
+    from facepoints.deploy.draw import draw_faces
+    from facepoints.deploy.predictor import Predictor
+    from facepoints.models.package import ModelFileError
+
+    try:
+        predictor = Predictor.from_file(model, detector=detector, threads=threads)
+    except (ModelFileError, ValueError) as e:
+        fail(str(e))
+    files = _expand_images(images)
+    if not files:
+        fail("no images given (folders are searched for .jpg/.png/...)")
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    bad: list[str] = []
+    for f in files:
+        try:
+            img = read_image(f)
+        except ImageError as e:
+            bad.append(str(e))
+            typer.echo(f"error: {e}", err=True)
+            continue
+        faces = predictor.predict(img)
+        record = {"image": str(f), "width": img.shape[1], "height": img.shape[0],
+                  "scheme": predictor.scheme.name, "faces": faces}
+        if as_json:
+            typer.echo(json.dumps(record))
+        else:
+            typer.echo(f"{f}: {len(faces)} face(s)")
+        if out:
+            stem = out / f.stem
+            stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
+            drawn = draw_faces(img, faces, predictor.scheme)
+            cv2.imwrite(str(stem.with_suffix(".png")), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+    if bad:
+        typer.echo(f"{len(bad)} of {len(files)} image(s) could not be read", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    dataset: str = typer.Argument(..., help="FORMAT:PATH, e.g. 300w:DIR"),
+    model: Optional[Path] = ModelOpt,
+    use_detector: bool = typer.Option(False, "--detector", help="boxes from the face detector instead of the ground truth"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    ced: Optional[Path] = typer.Option(None, help="write the CED plot to this PNG"),
+    skip_missing: bool = typer.Option(False, help="leave out samples whose image is missing (counted)"),
+    threads: int = typer.Option(2, help="CPU threads for the network"),
+):
+    """NME (inter-ocular, inter-pupil, box), FR@0.1 and AUC@0.1 on an annotated dataset."""
+    import numpy as np
+
+    from facepoints.data.formats import read_dataset
+    from facepoints.data.samples import AnnotationError
+    from facepoints.deploy.predictor import Predictor
+    from facepoints.evaluation.evaluate import evaluate as run
+    from facepoints.evaluation.metrics import plot_ced
+    from facepoints.models.package import ModelFileError
+
+    try:
+        predictor = Predictor.from_file(model, threads=threads)
+        ds = read_dataset(dataset, skip_missing=skip_missing)
+        result = run(ds, predictor, use_detector=use_detector, progress=not as_json)
+    except (ModelFileError, AnnotationError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    s = result.summary
+    if ds.warnings:
+        s["warnings"] = ds.warnings
+    if ced:
+        errors = result.errors[np.isfinite(result.errors)]
+        plot_ced({model.stem if model else "bundled model": errors}, ced)
+    if as_json:
+        typer.echo(json.dumps(s))
+        return
+    typer.echo(f"{dataset}: {s['n']} faces (box from {s['box']}, {s['n_missed']} missed)")
+    for k in ("nme_io", "nme_ip", "nme_box"):
+        if s.get(k) is not None:
+            typer.echo(f"  {k:8s} {s[k]:.3f} %")
+    if s.get("n"):
+        typer.echo(f"  fr10     {s['fr10']:.2f} %\n  auc10    {s['auc10']:.4f}")
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="training config YAML (see configs/)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from OUTPUT/last.pt"),
+    output: Optional[str] = typer.Option(None, help="override the config's output folder"),
+    epochs: Optional[int] = typer.Option(None, help="override optim.epochs"),
+    progress: bool = typer.Option(True, help="progress bars"),
+):
+    """Train a landmark model from a YAML config; writes OUTPUT/best.safetensors."""
+    from facepoints.training.config import ConfigError, load_config
+    from facepoints.training.loop import train as run
+
+    overrides = {k: v for k, v in {"output": output, "optim.epochs": epochs}.items() if v is not None}
+    try:
+        cfg = load_config(config, overrides)
+        best = run(cfg, resume=resume, progress=progress and sys.stderr.isatty())
+    except (ConfigError, FileExistsError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(f"best model: {best}")
+
+
+@app.command("augment-preview")
+def augment_preview(
+    config: Path = typer.Argument(..., help="training config YAML"),
+    out: Path = typer.Option(Path("augment-preview.png"), "--out", "-o"),
+    faces: int = typer.Option(8, help="how many faces"),
+    variants: int = typer.Option(4, help="augmented copies of each face"),
+    seed: int = typer.Option(0),
+):
+    """A contact sheet of augmented training crops with their landmarks (subject's
+    right red, left blue, midline green) to check that labels follow the image."""
+    import numpy as np
+
+    from facepoints.data.augment import apply, build_transform, contact_sheet
+    from facepoints.data.crop_cache import build_cache
+    from facepoints.training.config import ConfigError, load_config
+    from facepoints.training.loop import make_splits
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        fail(str(e))
+    splits = make_splits(cfg)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(splits.train), min(faces, len(splits.train)), replace=False)
+    sub = splits.train.subset(sorted(pick))
+    cache = build_cache(sub, cfg.model.input_size, cfg.model.crop_scale, progress=False)
+    t = build_transform(cfg.augment, cfg.model.input_size, train=True)
+    t.set_random_seed(seed)
+    imgs, pts = [], []
+    for i in range(len(cache)):
+        for _ in range(variants):
+            a, b = apply(t, cache.images[i], cache.points[i], splits.train.scheme)
+            imgs.append(a)
+            pts.append(b)
+    contact_sheet(imgs, pts, out, cols=variants, scheme=splits.train.scheme)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def info(model: Optional[Path] = ModelOpt):
+    """Print a model file's metadata (scheme, input, recipe, metrics) as JSON."""
+    from facepoints.models.package import BUNDLED, ModelFileError, read_info
+
+    try:
+        meta = read_info(model or BUNDLED)
+    except ModelFileError as e:
+        fail(str(e))
+    typer.echo(meta.to_json())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,97 @@
+"""The bundled model end to end: predict on the example photos, evaluate on a
+dataset the test writes, the Python API and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import facepoints
+from facepoints.cli import app
+from facepoints.data.formats import read_pts, write_pts
+from facepoints.data.images import read_image
+from facepoints.evaluation.metrics import nme
+from facepoints.models.package import BUNDLED
+from facepoints.schemes import IBUG68
+from conftest import EXAMPLES
+
+runner = CliRunner()
+PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
+
+
+def test_examples_are_shipped():
+    assert len(PHOTOS) >= 3 and BUNDLED.is_file()
+
+
+def test_api_finds_faces_and_landmarks_in_example_photos():
+    predictor = facepoints.load()
+    total = 0
+    for photo in PHOTOS:
+        img = read_image(photo)
+        faces = predictor.predict(img)
+        total += len(faces)
+        for f in faces:
+            pts = np.array(f["landmarks"])
+            assert pts.shape == (68, 2)
+            x0, y0, x1, y1 = f["box"]
+            # landmarks sit on the face the detector found, not elsewhere
+            cx, cy = pts.mean(0)
+            assert x0 - 0.1 * (x1 - x0) <= cx <= x1 + 0.1 * (x1 - x0)
+            assert y0 - 0.1 * (y1 - y0) <= cy <= y1 + 0.3 * (y1 - y0)
+            # anatomy: eyes above the mouth, subject's right eye on the image's left
+            assert pts[36:48, 1].mean() < pts[48:68, 1].mean()
+            assert pts[36:42, 0].mean() < pts[42:48, 0].mean()
+    assert total >= len(PHOTOS)
+
+
+def test_boxes_given_skip_the_detector():
+    predictor = facepoints.load(detector=None)
+    img = read_image(PHOTOS[0])
+    h, w = img.shape[:2]
+    faces = predictor.predict(img, boxes=[[w * 0.3, h * 0.3, w * 0.6, h * 0.6]])
+    assert len(faces) == 1 and faces[0]["score"] is None
+
+
+def test_predict_cli_writes_png_and_json(tmp_path):
+    r = runner.invoke(app, ["predict", *map(str, PHOTOS), "--out", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert [line["image"] for line in lines] == [str(p) for p in PHOTOS]
+    for p in PHOTOS:
+        rec = json.loads((tmp_path / f"{p.stem}.json").read_text())
+        assert rec["faces"] and len(rec["faces"][0]["landmarks"]) == 68
+        assert (tmp_path / f"{p.stem}.png").stat().st_size > 1000
+
+
+def test_evaluate_cli_on_a_dataset_made_from_the_examples(tmp_path):
+    """Pseudo ground truth = the model's own detector-path predictions; the GT-box
+    protocol must then agree closely (a consistency check of crop and un-crop)."""
+    predictor = facepoints.load()
+    for p in PHOTOS:
+        faces = predictor.predict(read_image(p))
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+        write_pts(np.array(faces[0]["landmarks"]), tmp_path / f"{p.stem}.pts")
+    r = runner.invoke(app, ["evaluate", f"300w:{tmp_path}", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["n"] == len(PHOTOS) and s["n_missed"] == 0
+    assert s["nme_io"] < 3.0 and s["fr10"] == 0.0
+    assert {"n", "nme_io", "fr10", "auc10"} <= s.keys()
+
+
+def test_bundled_model_accuracy_on_300w_validation_faces(shared_data):
+    """A handful of real 300-W faces with human labels, ground-truth boxes."""
+    predictor = facepoints.load(detector=None)
+    files = sorted((shared_data / "300w" / "afw").glob("*.pts"))[:40]
+    gt = np.stack([read_pts(f) for f in files])
+    pred = np.stack([predictor.predict(read_image(f.with_suffix(".jpg")),
+                                       boxes=[[*g.min(0), *g.max(0)]])[0]["landmarks"] for f, g in zip(files, gt)])
+    assert nme(pred, gt, IBUG68).mean() < 0.08
+
+
+def test_bad_arguments_give_clear_errors(tmp_path):
+    r = runner.invoke(app, ["evaluate", "nope:/x"])
+    assert r.exit_code == 2 and "FORMAT:PATH" in r.output
+    r = runner.invoke(app, ["predict", str(PHOTOS[0]), "--model", str(tmp_path / "none.safetensors")])
+    assert r.exit_code == 2 and "no such model file" in r.output

@@ -1,0 +1,86 @@
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from facepoints.models.package import load_model, read_info
+from facepoints.training.config import ConfigError, load_config
+from facepoints.training.loop import lr_factor, make_splits, train
+from helpers import write_300w_folder
+
+
+def tiny_config(tmp_path, **over):
+    data = write_300w_folder(tmp_path / "faces", n=12)
+    cfg = {
+        "name": "tiny", "seed": 3, "output": str(tmp_path / "run"),
+        "data": {"train": [f"300w:{data}"], "val_fraction": 0.25, "cache_dir": str(tmp_path / "cache")},
+        "model": {"backbone": "mobilenet_v3_small", "input_size": 48},
+        "optim": {"batch_size": 4, "epochs": 2, "lr": 0.001},
+        "threads": 1,
+    }
+    for k, v in over.items():
+        cfg[k] = v
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_smoke_training_writes_a_loadable_model(tmp_path):
+    cfg = load_config(tiny_config(tmp_path))
+    best = train(cfg, progress=False)
+    model, info = load_model(best)
+    assert info.input_size == 48 and info.landmark_scheme.name == "ibug68"
+    assert info.backbone == "mobilenet_v3_small"
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert all(np.isfinite(r["loss"]) and np.isfinite(r["val_nme_io"]) for r in lines)
+    assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_existing_run_needs_resume(tmp_path):
+    cfg = load_config(tiny_config(tmp_path, max_steps=1))
+    train(cfg, progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg, progress=False)
+
+
+def test_resume_after_interruption_gives_identical_weights(tmp_path):
+    """Stopping after epoch 1 and resuming ends exactly where an uninterrupted run ends."""
+    import torch
+
+    full = load_config(tiny_config(tmp_path))
+    train(full, progress=False)
+    a, _ = load_model(tmp_path / "run" / "final.safetensors")
+    cut = load_config(tiny_config(tmp_path, output=str(tmp_path / "run2")))
+    cut_first = cut.model_copy(deep=True)
+    cut_first.max_steps = len(make_splits(cut).train) // 4  # stops right after epoch 1
+    train(cut_first, progress=False)
+    train(cut, resume=True, progress=False)
+    b, _ = load_model(tmp_path / "run2" / "final.safetensors")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_split_keeps_groups_together(tmp_path):
+    cfg = load_config(tiny_config(tmp_path))
+    s = make_splits(cfg)
+    assert len(s.train) + len(s.val) == 12
+    assert not {x.group for x in s.train} & {x.group for x in s.val}
+
+
+def test_config_errors_name_the_field(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump({"data": {"train": ["300w:x"]}, "model": {"input_size": 7}}))
+    with pytest.raises(ConfigError, match="input_size"):
+        load_config(p)
+    p.write_text(yaml.safe_dump({"data": {"train": ["300w:x"]}, "optim": {"lrr": 1}}))
+    with pytest.raises(ConfigError, match="lrr"):
+        load_config(p)
+
+
+def test_warmup_then_cosine():
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0)
