@@ -62,11 +62,15 @@ def predict(
     for f in files:
         try:
             img = read_image(f)
+            faces = predictor.predict(img)
         except ImageError as e:
             bad.append(str(e))
             typer.echo(f"error: {e}", err=True)
             continue
-        faces = predictor.predict(img)
+        except ValueError as e:  # readable, but no use to the detector (e.g. 1 pixel high)
+            bad.append(f"{f}: {e}")
+            typer.echo(f"error: {f}: {e}", err=True)
+            continue
         record = {"image": str(f), "width": img.shape[1], "height": img.shape[0],
                   "scheme": predictor.scheme.name, "faces": faces}
         if as_json:
@@ -110,6 +114,9 @@ def evaluate(
     except (ModelFileError, AnnotationError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     s = result.summary
+    bad = s.get("unreadable_images", [])
+    for msg in bad:  # like predict: report each, go on, exit 1 at the end
+        typer.echo(f"error: {msg}", err=True)
     if ds.warnings:
         s["warnings"] = ds.warnings
     if ced:
@@ -117,13 +124,16 @@ def evaluate(
         plot_ced({model.stem if model else "bundled model": errors}, ced)
     if as_json:
         typer.echo(json.dumps(s))
-        return
-    typer.echo(f"{dataset}: {s['n']} faces (box from {s['box']}, {s['n_missed']} missed)")
-    for k in ("nme_io", "nme_ip", "nme_box"):
-        if s.get(k) is not None:
-            typer.echo(f"  {k:8s} {s[k]:.3f} %")
-    if s.get("n"):
-        typer.echo(f"  fr10     {s['fr10']:.2f} %\n  auc10    {s['auc10']:.4f}")
+    else:
+        typer.echo(f"{dataset}: {s['n']} faces (box from {s['box']}, {s['n_missed']} missed)")
+        for k in ("nme_io", "nme_ip", "nme_box"):
+            if s.get(k) is not None:
+                typer.echo(f"  {k:8s} {s[k]:.3f} %")
+        if s.get("n"):
+            typer.echo(f"  fr10     {s['fr10']:.2f} %\n  auc10    {s['auc10']:.4f}")
+    if bad:
+        typer.echo(f"{len(bad)} of {s['n_total']} image(s) could not be read (counted as missed)", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -195,6 +205,64 @@ def info(model: Optional[Path] = ModelOpt):
     except ModelFileError as e:
         fail(str(e))
     typer.echo(meta.to_json())
+
+
+@app.command("export")
+def export_cmd(
+    model: Optional[Path] = ModelOpt,
+    fmt: str = typer.Option(..., "--format", "-f", help="onnx or torchscript"),
+    out: Path = typer.Option(..., "--out", "-o", help="the file to write (.onnx, .pt/.ts)"),
+    images: Optional[list[Path]] = typer.Option(None, "--images", help="photos or folders for the parity check; default: examples/"),
+    opset: int = typer.Option(17, help="ONNX opset"),
+    tolerance: float = typer.Option(0.1, help="largest landmark difference to the PyTorch model allowed, in image pixels"),
+    as_json: bool = typer.Option(False, "--json", help="print the parity report as JSON on stdout"),
+):
+    """Export a model to ONNX or TorchScript (metadata included) and check that it
+    reproduces the PyTorch landmarks on real photos; the file is kept only if it does."""
+    from facepoints.deploy.export import ExportError, export_model
+    from facepoints.models.package import ModelFileError
+
+    try:
+        report = export_model(model, fmt, out, images=images, opset=opset, tolerance_px=tolerance)
+    except ModelFileError as e:
+        fail(str(e))
+    except ExportError as e:
+        if as_json and getattr(e, "report", None) is not None:
+            typer.echo(json.dumps(e.report.to_dict()))
+        fail(str(e), code=1)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        typer.echo(report.summary())
+        typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000, help="TCP port"),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="model file (.safetensors or .onnx); default: the bundled model"),
+    detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
+    threads: int = typer.Option(1, help="CPU threads per inference"),
+    max_concurrency: int = typer.Option(2, help="images decoded and run at the same time"),
+    max_upload_mb: float = typer.Option(10.0, help="largest upload accepted, MiB"),
+    max_megapixels: float = typer.Option(25.0, help="largest image accepted, megapixels"),
+):
+    """Serve landmarks over HTTP: POST /v1/landmarks (multipart field 'image'),
+    GET /healthz, OpenAPI schema at /openapi.json."""
+    import uvicorn
+
+    from facepoints.deploy.predictor import Predictor
+    from facepoints.deploy.service import create_app
+    from facepoints.models.package import ModelFileError
+
+    try:
+        predictor = Predictor.from_file(model, detector=detector, threads=threads)
+    except (ModelFileError, ValueError, ImportError) as e:
+        fail(str(e))
+    api = create_app(predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                     max_pixels=int(max_megapixels * 1e6), max_concurrency=max_concurrency)
+    uvicorn.run(api, host=host, port=port, log_level="info")
 
 
 if __name__ == "__main__":

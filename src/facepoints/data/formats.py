@@ -56,8 +56,12 @@ def read_dataset(spec: str, scheme: str | LandmarkScheme | None = None, skip_mis
     fmt, path = parse_spec(spec)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder (from {spec!r})")
-    ds = FORMATS[fmt].read(path, get_scheme(scheme) if scheme is not None else None, skip_missing)
-    return ds
+    try:
+        return FORMATS[fmt].read(path, get_scheme(scheme) if scheme is not None else None, skip_missing)
+    except UnicodeDecodeError as e:
+        raise AnnotationError(path, f"not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except csv.Error as e:
+        raise AnnotationError(path, f"malformed CSV ({e})") from None
 
 
 def write_dataset(ds: Dataset, spec: str) -> None:
@@ -69,6 +73,8 @@ def write_dataset(ds: Dataset, spec: str) -> None:
 
 
 def resolve_scheme(scheme: LandmarkScheme | None, num_points: int, path) -> LandmarkScheme:
+    if num_points < 1:
+        raise AnnotationError(path, "holds no landmark columns / points")
     if scheme is None:
         return scheme_for_points(num_points)
     if scheme.num_points != num_points:
@@ -78,12 +84,16 @@ def resolve_scheme(scheme: LandmarkScheme | None, num_points: int, path) -> Land
 
 def finish(name: str, scheme: LandmarkScheme, samples: list[Sample], skip_missing: bool) -> Dataset:
     """Check that every image exists; report the missing ones, never drop silently."""
-    missing = [s for s in samples if not s.image.is_file()]
-    ids = [s.id for s in samples]
-    dupes = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
-    if dupes:
-        first = next(s for s in samples if s.id == dupes[0])
-        raise AnnotationError(first.source or name, f"{len(dupes)} duplicated image name(s), first: {dupes[0]!r}")
+    missing = [s for s in samples if not _is_file(s.image)]
+    seen: dict[str, Sample] = {}
+    for s in samples:
+        if s.id in seen:
+            extra = len(samples) - len({t.id for t in samples})
+            m = re.fullmatch(r"(.*):(\d+)", s.source or name)
+            where, line = (m.group(1), int(m.group(2))) if m else (s.source or name, None)
+            raise AnnotationError(where, f"duplicated image name {s.id!r}, first at {seen[s.id].source or name} "
+                                         f"({extra} repeated row(s) in all)", line)
+        seen[s.id] = s
     warnings: list[str] = []
     if missing:
         listed = ", ".join(f"{s.image} ({s.source})" for s in missing[:3])
@@ -91,8 +101,23 @@ def finish(name: str, scheme: LandmarkScheme, samples: list[Sample], skip_missin
         if not skip_missing:
             raise AnnotationError(name, msg + " (pass skip_missing / --skip-missing to leave them out)")
         warnings.append(msg + "; left out")
-        samples = [s for s in samples if s.image.is_file()]
+        samples = [s for s in samples if _is_file(s.image)]
     return Dataset(name, scheme, samples, warnings)
+
+
+def _is_file(p: Path) -> bool:
+    """``Path.is_file`` that says False, not OSError, for names too long for the file system."""
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except (OSError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- 300-W
@@ -102,7 +127,7 @@ def read_pts(path: Path, scheme: LandmarkScheme | None = None) -> np.ndarray:
     """A 300-W ``.pts`` file: ``version: 1``, ``n_points: N``, ``{``, N lines ``x y``, ``}``.
     Its coordinates are 1-based; returned 0-based."""
     lines = Path(path).read_text(errors="replace").splitlines()
-    n = None
+    n = n_line = None
     pts: list[float] = []
     opened = closed = False
     for lineno, raw in enumerate(lines, 1):
@@ -113,9 +138,11 @@ def read_pts(path: Path, scheme: LandmarkScheme | None = None) -> np.ndarray:
             continue
         if line.lower().startswith("n_points"):
             try:
-                n = int(line.split(":", 1)[1])
+                n, n_line = int(line.split(":", 1)[1]), lineno
             except (IndexError, ValueError):
-                raise AnnotationError(path, f"bad n_points line {line!r}", lineno) from None
+                raise AnnotationError(path, f"bad n_points line {line[:80]!r}", lineno) from None
+            if n < 1:
+                raise AnnotationError(path, f"n_points must be at least 1, got {n}", lineno)
             continue
         if line == "{":
             opened = True
@@ -129,11 +156,13 @@ def read_pts(path: Path, scheme: LandmarkScheme | None = None) -> np.ndarray:
         if len(parts) != 2:
             raise AnnotationError(path, f"expected 'x y', got {line!r}", lineno)
         xy = parse_floats(parts, path, lineno)
-        if not np.isfinite(xy).all():
+        if not (np.abs(xy) <= np.finfo(np.float32).max).all():  # NaN, inf, beyond float32
             raise AnnotationError(path, f"{line!r} is not a finite point", lineno)
         pts.extend(xy)
     if n is None or not opened or not closed:
         raise AnnotationError(path, "not a .pts file (needs n_points, '{' and '}')")
+    if len(pts) != 2 * n:
+        raise AnnotationError(path, f"n_points is {n} but {len(pts) // 2} points are listed", n_line)
     arr = check_points(pts, n, path)
     return arr - 1.0
 
@@ -189,10 +218,10 @@ def _ytf_image_root(csv_path: Path, first_name: str | None) -> Path:
     """Images sit next to the CSV, or (the Udacity layout) in the folder named by the
     CSV's first word: ``training_frames_keypoints.csv`` -> ``training/``."""
     root = csv_path.parent
-    if first_name is None or (root / first_name).exists():
+    if first_name is None or _exists(root / first_name):
         return root
     alt = root / csv_path.stem.split("_")[0]
-    return alt if (alt / first_name).exists() else root
+    return alt if _exists(alt / first_name) else root
 
 
 def _person(name: str) -> str:
@@ -221,7 +250,8 @@ def read_ytf(path: Path, scheme, skip_missing) -> Dataset:
     if ncols % 2:
         raise AnnotationError(path, f"header has {ncols} value columns; need an even number (x, y pairs)", 1)
     scheme = resolve_scheme(scheme, ncols // 2, path)
-    root = _ytf_image_root(path, body[0][0] if body else None)
+    first = next((row for row in body if row), None)
+    root = _ytf_image_root(path, first[0] if first else None)
     samples = []
     for lineno, row in enumerate(body, 2):
         if not row:
@@ -254,7 +284,7 @@ def _num(v: float) -> str:
 def _image_root(candidates: list[Path], first_name: str | None) -> Path:
     """The first candidate folder holding the first image, else the first that exists."""
     for c in candidates:
-        if first_name is not None and (c / first_name).exists():
+        if first_name is not None and _exists(c / first_name):
             return c
     return next((c for c in candidates if c.is_dir()), candidates[-1])
 
@@ -553,3 +583,32 @@ def read_json(path: Path, scheme, skip_missing) -> Dataset:
         scheme = get_scheme(name)
     scheme = resolve_scheme(scheme, len(samples[0].landmarks), path)
     return finish(str(path), scheme, samples, skip_missing)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_in_image(ds: Dataset, margin: float = 0.5) -> list[tuple[Sample, str]]:
+    """Samples with a point more than ``margin`` times the image's width/height outside
+    it, each with a message ``SOURCE: point K at (x, y) is outside the WxH image``.
+
+    Readers accept points outside the image (real faces are cut by the border); this
+    finds the ones that are far out, usually a wrong image or swapped coordinates.
+    Sizes come from the image headers (as the user sees them, after EXIF rotation);
+    an unreadable image is reported with its error instead."""
+    from facepoints.data.images import ImageError, image_size
+
+    found = []
+    for s in ds.samples:
+        try:
+            w, h = image_size(s.image)
+        except ImageError as e:
+            found.append((s, f"{s.source or s.id}: {e}"))
+            continue
+        lo, hi = -margin * np.array([w, h]), (1 + margin) * np.array([w, h]) - 1
+        out = np.flatnonzero(((s.landmarks < lo) | (s.landmarks > hi)).any(axis=1))
+        if out.size:
+            x, y = s.landmarks[out[0]]
+            found.append((s, f"{s.source or s.id}: point {out[0]} at ({x:.1f}, {y:.1f}) is outside the {w}x{h} "
+                             f"image by more than {margin:g} of its size ({out.size} such point(s))"))
+    return found

@@ -49,16 +49,28 @@ def read_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, name: s
             return _to_rgb8(img)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{label}: refused before decoding, too many pixels (possible decompression bomb): "
+                         f"{_one_line(e)}") from None
+    except UnidentifiedImageError as e:
         raise ImageError(f"{label}: not a readable image ({e.__class__.__name__})") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{label}: corrupt or truncated image ({e})") from None
+        raise ImageError(f"{label}: corrupt or truncated image ({_one_line(e)})") from None
+    except Exception as e:  # a decoder tripping over hostile bytes (struct.error, IndexError, ...)
+        raise ImageError(f"{label}: corrupt image ({e.__class__.__name__}: {_one_line(e)})") from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300]
 
 
 def _to_rgb8(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode.startswith("I;16") or img.mode == "I":
         a = np.asarray(img, dtype=np.float64)
-        a = np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0, 0, 255).astype(np.uint8)
+        # 16-bit modes span 0..65535 whatever the content (a dark frame stays dark);
+        # 32-bit "I" is ambiguous: scaled down only when it holds values over 255
+        full = 65535.0 if img.mode != "I" or a.max() > 255 else 255.0
+        a = np.rint(np.clip(a / full * 255.0, 0, 255)).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(a[..., None], 3, axis=2))
     if img.mode in ("RGBA", "LA", "P", "PA"):
         img = img.convert("RGBA")
@@ -69,7 +81,12 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) as the user sees it (after EXIF rotation), without decoding."""
-    with Image.open(path) as img:
-        w, h = img.size
-        orientation = img.getexif().get(0x0112, 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                orientation = img.getexif().get(0x0112, 1)
+    except Exception as e:
+        raise ImageError(f"{path}: not a readable image ({e.__class__.__name__}: {_one_line(e)})") from None
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)

@@ -67,11 +67,12 @@ def check_points(points, num_points: int, path, line: int | None = None) -> np.n
     arr = np.asarray(points, dtype=np.float64)
     if arr.size != 2 * num_points:
         raise AnnotationError(path, f"expected {num_points} points ({2 * num_points} numbers), got {arr.size} numbers", line)
-    arr = arr.reshape(num_points, 2)
+    with np.errstate(over="ignore"):
+        arr = arr.reshape(num_points, 2).astype(np.float32)  # beyond float32 (~3.4e38) becomes inf
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         raise AnnotationError(path, f"point {int(np.flatnonzero(bad)[0])} is not a finite number", line)
-    return arr.astype(np.float32)
+    return arr
 
 
 def parse_floats(tokens, path, line: int | None = None) -> list[float]:

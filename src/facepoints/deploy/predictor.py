@@ -15,7 +15,8 @@ import torch
 from facepoints.data.crops import crop_matrix, invert, square_from_box, transform_points, warp
 from facepoints.data.images import read_image
 from facepoints.data.samples import landmark_box
-from facepoints.models.package import ModelInfo, load_model
+from facepoints.deploy.runtime import TorchRunner, load_runner
+from facepoints.models.package import ModelInfo
 
 
 class Predictor:
@@ -24,13 +25,21 @@ class Predictor:
     ``refine``: after landmarks are found from a detector box, crop again around those
     landmarks and predict once more, this many times. It makes the result independent
     of how a detector draws its boxes, at the cost of one more network pass.
+
+    ``model``: a PyTorch module, or any backend callable ``run(batch) -> landmarks``
+    (float32 ``(B, 3, S, S)`` in [0, 1] -> ``(B, P, 2)`` crop units), e.g.
+    :class:`facepoints.deploy.runtime.OnnxRunner`.
     """
 
-    def __init__(self, model: torch.nn.Module, info: ModelInfo, detector: str | object | None = "yunet",
+    def __init__(self, model, info: ModelInfo, detector: str | object | None = "yunet",
                  device: str = "cpu", refine: int = 1, threads: int | None = None):
         if threads:
             torch.set_num_threads(threads)
-        self.model = model.to(device).eval()
+        if isinstance(model, torch.nn.Module):
+            self.model = model.to(device).eval()
+            self.run = TorchRunner(self.model, device)
+        else:
+            self.model, self.run = None, model
         self.info = info
         self.scheme = info.landmark_scheme
         self.device = device
@@ -40,8 +49,10 @@ class Predictor:
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, **kw) -> "Predictor":
-        model, info = load_model(path)
-        return cls(model, info, **kw)
+        """A facepoints ``.safetensors`` model (PyTorch) or an exported ``.onnx``
+        file (ONNX Runtime, ``threads`` intra-op threads, 1 by default)."""
+        run, info = load_runner(path, device=kw.get("device", "cpu"), threads=kw.get("threads"))
+        return cls(run.model if isinstance(run, TorchRunner) else run, info, **kw)
 
     @property
     def detector(self):
@@ -63,8 +74,8 @@ class Predictor:
         size, scale = self.info.input_size, self.info.crop_scale
         mats = [crop_matrix(*square_from_box(b, scale), size) for b in boxes]
         crops = np.stack([warp(image, m, size) for m in mats])
-        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float().div_(255)
-        out = self.model(x).float().cpu().numpy() * (size - 1)
+        x = crops.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+        out = np.asarray(self.run(x), dtype=np.float32) * (size - 1)
         return np.stack([transform_points(p, invert(m)) for p, m in zip(out, mats)])
 
     def predict(self, image, boxes=None) -> list[dict]:

@@ -1,10 +1,16 @@
-"""Coordinate losses, chosen by name. Inputs are (B, P, 2) in crop units (0..1)."""
+"""Losses, chosen by name.
+
+Coordinate losses take ``(pred, target)``, both (B, P, 2) in crop units (0..1).
+Adaptive Wing works on heatmaps: ``HeatmapLoss`` renders Gaussian targets from the
+target coordinates and compares them with the heatmap head's output.
+"""
 
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -27,7 +33,68 @@ class WingLoss(nn.Module):
         return loss.mean()
 
 
-def build_loss(name: str, **kw) -> nn.Module:
+class AdaptiveWingLoss(nn.Module):
+    """Adaptive Wing loss (Wang et al., ICCV 2019) on heatmaps, with its weighted
+    loss map: pixels near a landmark (where the 3x3-dilated target is >= ``mask_threshold``)
+    weigh ``weight + 1``, the rest 1.
+
+    For ``|y - p| < theta``: ``omega ln(1 + |(y - p)/eps|^(alpha - y))``; beyond,
+    ``A |y - p| - C`` with A and C chosen so that value and slope are continuous.
+    """
+
+    def __init__(self, omega: float = 14.0, theta: float = 0.5, eps: float = 1.0, alpha: float = 2.1,
+                 weight: float = 10.0, mask_threshold: float = 0.2):
+        super().__init__()
+        self.omega, self.theta, self.eps, self.alpha = omega, theta, eps, alpha
+        self.weight, self.mask_threshold = weight, mask_threshold
+
+    def pixel_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        d = (target - pred).abs()
+        power = self.alpha - target
+        r = self.theta / self.eps
+        a = self.omega / (1 + r ** power) * power * r ** (power - 1) / self.eps
+        c = self.theta * a - self.omega * torch.log1p(r ** power)
+        return torch.where(d < self.theta, self.omega * torch.log1p((d / self.eps) ** power), a * d - c)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        dilated = F.max_pool2d(target, 3, stride=1, padding=1)
+        w = 1 + self.weight * (dilated >= self.mask_threshold).to(pred.dtype)
+        return (self.pixel_loss(pred, target) * w).mean()
+
+
+def render_heatmaps(coords: torch.Tensor, h: int, w: int, input_size: int, sigma: float = 1.5) -> torch.Tensor:
+    """Gaussian heatmaps (B, P, h, w), peak 1, for coordinates in crop units; the
+    inverse of the heatmap head's pixel placement."""
+    px = coords[..., 0] * (input_size - 1)
+    py = coords[..., 1] * (input_size - 1)
+    hx = (px + 0.5) * w / input_size - 0.5
+    hy = (py + 0.5) * h / input_size - 0.5
+    xs = torch.arange(w, device=coords.device, dtype=coords.dtype)
+    ys = torch.arange(h, device=coords.device, dtype=coords.dtype)
+    gx = torch.exp(-((xs.view(1, 1, w) - hx.unsqueeze(-1)) ** 2) / (2 * sigma**2))
+    gy = torch.exp(-((ys.view(1, 1, h) - hy.unsqueeze(-1)) ** 2) / (2 * sigma**2))
+    return gy.unsqueeze(-1) * gx.unsqueeze(-2)
+
+
+class HeatmapLoss(nn.Module):
+    """Adaptive Wing on the heatmap head's last heatmaps against rendered targets."""
+
+    needs_heatmaps = True
+
+    def __init__(self, input_size: int, sigma: float = 1.5, **kw):
+        super().__init__()
+        self.input_size, self.sigma = input_size, sigma
+        self.awing = AdaptiveWingLoss(**kw)
+
+    def forward(self, heatmaps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _, _, h, w = heatmaps.shape
+        return self.awing(heatmaps, render_heatmaps(target, h, w, self.input_size, self.sigma))
+
+
+LOSSES = ("l1", "l2", "smooth_l1", "wing", "awing")
+
+
+def build_loss(name: str, input_size: int = 128, **kw) -> nn.Module:
     name = name.lower()
     if name == "l1":
         return nn.L1Loss()
@@ -37,4 +104,6 @@ def build_loss(name: str, **kw) -> nn.Module:
         return nn.SmoothL1Loss(beta=kw.get("beta", 0.01))
     if name == "wing":
         return WingLoss(**{k: kw[k] for k in ("w", "eps", "scale") if k in kw})
-    raise ValueError(f"unknown loss {name!r}; choose from l1, l2, smooth_l1, wing")
+    if name == "awing":
+        return HeatmapLoss(input_size)
+    raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")

@@ -52,18 +52,35 @@ def backbone_features(name: str, pretrained: bool) -> tuple[nn.Module, int]:
     return trunk, channels
 
 
+class AddCoords(nn.Module):
+    """CoordConv (Liu et al. 2018): append x and y coordinate channels in [-1, 1] so
+    that the following convolution can tell where it is."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
+        xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w).expand(b, 1, h, w)
+        return torch.cat([x, xs, ys], dim=1)
+
+
+def coord_conv(channels: int) -> nn.Module:
+    return nn.Sequential(AddCoords(), nn.Conv2d(channels + 2, channels, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+
+
 class RegressionHead(nn.Module):
     """The classic recipe: global average pool, then ``Linear(C, 2 * P)``."""
 
-    def __init__(self, channels: int, num_points: int, dropout: float = 0.0):
+    def __init__(self, channels: int, num_points: int, dropout: float = 0.0, coordconv: bool = False):
         super().__init__()
         self.num_points = num_points
+        self.coords = coord_conv(channels) if coordconv else nn.Identity()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(channels, 2 * num_points)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        x = self.drop(torch.flatten(self.pool(feats), 1))
+        x = self.drop(torch.flatten(self.pool(self.coords(feats)), 1))
         return self.fc(x).view(-1, self.num_points, 2)
 
     def init_mean_shape(self, mean_shape: torch.Tensor) -> None:
@@ -71,6 +88,44 @@ class RegressionHead(nn.Module):
         with torch.no_grad():
             self.fc.weight.mul_(0.01)
             self.fc.bias.copy_(mean_shape.reshape(-1))
+
+
+class HeatmapHead(nn.Module):
+    """Heatmaps at 1/4 of the input (SimpleBaseline: three stride-2 deconvolutions),
+    decoded to sub-pixel coordinates by a soft-argmax: the expectation of the pixel
+    positions under ``softmax(beta * heatmap)`` (integral regression, Sun et al. 2018).
+    The last heatmaps stay on ``self.heatmaps`` for heatmap losses (Adaptive Wing).
+    """
+
+    def __init__(self, channels: int, num_points: int, input_size: int, width: int = 128,
+                 beta: float = 1.0, coordconv: bool = False, upsamples: int = 3):
+        super().__init__()
+        self.num_points, self.input_size, self.beta = num_points, input_size, beta
+        layers: list[nn.Module] = [coord_conv(channels)] if coordconv else []
+        c = channels
+        for _ in range(upsamples):
+            layers += [nn.ConvTranspose2d(c, width, 4, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            c = width
+        self.deconv = nn.Sequential(*layers)
+        self.final = nn.Conv2d(width, num_points, 1)
+        self.heatmaps: torch.Tensor | None = None
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        hm = self.final(self.deconv(feats))
+        self.heatmaps = hm
+        b, p, h, w = hm.shape
+        prob = torch.softmax(hm.reshape(b, p, h * w) * self.beta, dim=-1).reshape(b, p, h, w)
+        # heatmap pixel j covers input pixels [j*s, (j+1)*s): its centre is (j+0.5)*s-0.5
+        sx, sy = self.input_size / w, self.input_size / h
+        gx = ((torch.arange(w, device=hm.device, dtype=hm.dtype) + 0.5) * sx - 0.5) / (self.input_size - 1)
+        gy = ((torch.arange(h, device=hm.device, dtype=hm.dtype) + 0.5) * sy - 0.5) / (self.input_size - 1)
+        x = (prob.sum(2) * gx).sum(-1)
+        y = (prob.sum(3) * gy).sum(-1)
+        return torch.stack([x, y], dim=-1)
+
+    def init_mean_shape(self, mean_shape: torch.Tensor) -> None:
+        """Heatmaps need no mean-shape start: every pixel begins equally likely."""
 
 
 class LandmarkNet(nn.Module):
@@ -85,9 +140,17 @@ class LandmarkNet(nn.Module):
         return self.head(self.trunk((x - self.mean) / self.std))
 
 
+HEADS = ("regression", "heatmap")
+
+
 def build_model(backbone: str, num_points: int, head: str = "regression", pretrained: bool = False,
-                dropout: float = 0.0) -> LandmarkNet:
+                dropout: float = 0.0, coordconv: bool = False, input_size: int = 128,
+                heatmap_beta: float = 1.0) -> LandmarkNet:
+    """A landmark network in one call. ``input_size`` matters only to the heatmap head
+    (to place heatmap pixels in the crop)."""
     trunk, channels = backbone_features(backbone, pretrained)
-    if head != "regression":
-        raise ModelBuildError(f"unknown head {head!r}; available: regression")
-    return LandmarkNet(trunk, RegressionHead(channels, num_points, dropout))
+    if head == "regression":
+        return LandmarkNet(trunk, RegressionHead(channels, num_points, dropout, coordconv))
+    if head == "heatmap":
+        return LandmarkNet(trunk, HeatmapHead(channels, num_points, input_size, beta=heatmap_beta, coordconv=coordconv))
+    raise ModelBuildError(f"unknown head {head!r}; available: {', '.join(HEADS)}")

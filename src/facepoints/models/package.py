@@ -9,6 +9,7 @@ unpickles anything, so a model file from a stranger cannot run code.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from facepoints.models.network import IMAGENET_MEAN, IMAGENET_STD, LandmarkNet, build_model
+from facepoints.models.network import IMAGENET_MEAN, IMAGENET_STD, LandmarkNet, ModelBuildError, build_model
 from facepoints.schemes import LandmarkScheme
 
 FORMAT_VERSION = 1
@@ -86,9 +87,19 @@ def read_info(path: str | Path) -> ModelInfo:
     if "facepoints" not in meta:
         raise ModelFileError(f"{path}: a safetensors file without facepoints metadata (a foreign model?)")
     try:
-        return ModelInfo.from_json(meta["facepoints"])
-    except (json.JSONDecodeError, TypeError) as e:
-        raise ModelFileError(f"{path}: damaged facepoints metadata ({e})") from None
+        info = ModelInfo.from_json(meta["facepoints"])
+        num_points = info.landmark_scheme.num_points
+    except ModelFileError as e:
+        raise ModelFileError(f"{path}: {e}") from None
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise ModelFileError(f"{path}: damaged facepoints metadata ({e.__class__.__name__}: {str(e)[:200]})") from None
+    # A crop of input_size^2 pixels is allocated per face: refuse absurd values up front.
+    size, scale = info.input_size, info.crop_scale
+    if not (isinstance(size, int) and 16 <= size <= 1024 and isinstance(scale, (int, float))
+            and math.isfinite(scale) and 0.5 <= scale <= 4 and isinstance(info.recipe, dict)):
+        raise ModelFileError(f"{path}: damaged facepoints metadata (input_size {size!r}, crop_scale {scale!r}, "
+                             f"{num_points} points)")
+    return info
 
 
 def load_model(path: str | Path | None = None) -> tuple[LandmarkNet, ModelInfo]:
@@ -101,8 +112,28 @@ def load_model(path: str | Path | None = None) -> tuple[LandmarkNet, ModelInfo]:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: damaged weights ({e})") from None
-    model = build_model(info.backbone, info.landmark_scheme.num_points, info.head, pretrained=False,
-                        **info.recipe.get("model_kwargs", {}))
+
+    def build() -> LandmarkNet:
+        return build_model(info.backbone, info.landmark_scheme.num_points, info.head, pretrained=False,
+                           **info.recipe.get("model_kwargs", {}))
+
+    # The metadata says what to build; check it against the tensors on the meta device
+    # first (no memory), so a tampered file cannot make us allocate a huge network.
+    try:
+        with torch.device("meta"):
+            want = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    except (ModelBuildError, TypeError, ValueError, AttributeError) as e:
+        raise ModelFileError(f"{path}: metadata describes no buildable network ({str(e)[:200]})") from None
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if want != got:
+        diff = [f"{k}: file {got[k]}, network {want[k]}" for k in want if k in got and got[k] != want[k]]
+        diff += [f"missing {k}" for k in want if k not in got] + [f"unexpected {k}" for k in got if k not in want]
+        raise ModelFileError(f"{path}: weights do not fit a {info.backbone}/{info.head} network with "
+                             f"{info.landmark_scheme.num_points} points ({len(diff)} tensor(s); {'; '.join(diff[:3])})")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ModelFileError(f"{path}: damaged weights (NaN or infinite values in {', '.join(bad[:3])})")
+    model = build()
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

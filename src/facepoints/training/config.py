@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from facepoints.data.augment import AugmentConfig
 
@@ -53,14 +53,16 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     backbone: str = "resnet18"
     pretrained: bool = False
-    head: Literal["regression"] = "regression"
+    head: Literal["regression", "heatmap"] = "regression"
+    coordconv: bool = Field(False, description="CoordConv layer at the start of the head")
+    heatmap_beta: float = Field(1.0, gt=0, description="soft-argmax sharpness of the heatmap head")
     input_size: int = Field(128, ge=32, le=512)
     crop_scale: float = Field(1.25, ge=1.0, le=2.5, description="crop side / longest side of the landmark box")
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
 class LossConfig(_Strict):
-    name: Literal["l1", "l2", "smooth_l1", "wing"] = "l1"
+    name: Literal["l1", "l2", "smooth_l1", "wing", "awing"] = "l1"
     w: float = 10.0
     eps: float = 2.0
 
@@ -77,6 +79,8 @@ class OptimConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """The whole recipe; see configs/*.yaml for examples."""
+
     name: str = "run"
     seed: int = 0
     output: str = "runs/run"
@@ -88,6 +92,12 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke tests)")
     note: str = Field("", description="training-data note stored in the model file")
+
+    @model_validator(mode="after")
+    def _loss_fits_head(self):
+        if self.loss.name == "awing" and self.model.head != "heatmap":
+            raise ValueError("loss awing (Adaptive Wing) works on heatmaps: set model.head: heatmap")
+        return self
 
 
 class ConfigError(ValueError):

@@ -134,73 +134,113 @@ def validate(model, cache: CropCache, scheme, input_size: int, sources: list[str
     return out
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun, else (0, 1). Gloo on CPU, NCCL on GPUs."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _optimizer(model, oc) -> torch.optim.Optimizer:
+    if oc.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=oc.lr, weight_decay=oc.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=oc.lr, momentum=0.9, weight_decay=oc.weight_decay, nesterov=True)
+
+
+def replicas_identical(model) -> bool:
+    """Under DDP: do all ranks hold bit-identical parameters? (BatchNorm statistics
+    differ between ranks after their last forward pass by design; DDP re-broadcasts
+    rank 0's before every forward, and rank 0's are the ones saved.)"""
+    import torch.distributed as dist
+
+    flat = torch.cat([t.detach().reshape(-1).double() for t in model.parameters()])
+    digest = torch.tensor([flat.sum().item(), (flat * torch.arange(len(flat), dtype=torch.float64)).sum().item()])
+    gathered = [torch.zeros_like(digest) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, digest)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train, writing ``last.pt`` (checkpoint), ``best.safetensors`` and ``final.safetensors``
     (model files), ``metrics.jsonl`` and ``config.yaml`` into ``cfg.output``. Returns the
-    path of the best model file."""
+    path of the best model file. Under ``torchrun`` every rank trains on its shard of
+    each global batch (DDP); rank 0 alone validates, logs and writes files."""
+    rank, world = _distributed()
+    lead = rank == 0
+    progress = progress and lead
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "last.pt"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    ckpt_path = out / "last.pt"
     if not resume and ckpt_path.exists():
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another output")
-    import yaml
+    if lead:
+        import yaml
 
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
 
     splits = make_splits(cfg)
     scheme = splits.train.scheme
     if cfg.augment.enabled and cfg.augment.flip and not scheme.has_flip:
         mean = np.mean([s.landmarks - s.landmarks.mean(0) for s in splits.train.samples], axis=0)
         scheme = scheme.with_flip_from_mean_shape(mean)
-    m = cfg.model
+    m, oc = cfg.model, cfg.optim
     t0 = time.time()
     train_cache = build_cache(splits.train, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir, progress=progress)
     val_cache = build_cache(splits.val, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir, progress=progress)
     val_sources = [s.attributes["source"] for s in splits.val.samples]
-    print(f"data: {len(train_cache)} train faces (x repeats: {sum(splits.repeats)} per epoch), "
-          f"{len(val_cache)} val faces, cropped in {time.time() - t0:.0f}s")
+    if lead:
+        print(f"data: {len(train_cache)} train faces (x repeats: {sum(splits.repeats)} per epoch), "
+              f"{len(val_cache)} val faces, cropped in {time.time() - t0:.0f}s")
 
     torch.manual_seed(cfg.seed)
-    model = build_model(m.backbone, scheme.num_points, m.head, m.pretrained, m.dropout)
+    model_kwargs = {"dropout": m.dropout, "coordconv": m.coordconv, "input_size": m.input_size,
+                    "heatmap_beta": m.heatmap_beta}
+    model = build_model(m.backbone, scheme.num_points, m.head, m.pretrained, **model_kwargs)
     o = (train_cache.size - m.input_size) // 2
-    mean_shape = torch.from_numpy((train_cache.points.mean(0) - o) / (m.input_size - 1)).float()
-    model.head.init_mean_shape(mean_shape)
-    loss_fn = build_loss(cfg.loss.name, w=cfg.loss.w, eps=cfg.loss.eps)
-    oc = cfg.optim
-    if oc.optimizer == "adamw":
-        opt = torch.optim.AdamW(model.parameters(), lr=oc.lr, weight_decay=oc.weight_decay)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=oc.lr, momentum=0.9, weight_decay=oc.weight_decay, nesterov=True)
+    model.head.init_mean_shape(torch.from_numpy((train_cache.points.mean(0) - o) / (m.input_size - 1)).float())
+    loss_fn = build_loss(cfg.loss.name, input_size=m.input_size, w=cfg.loss.w, eps=cfg.loss.eps)
+    on_heatmaps = getattr(loss_fn, "needs_heatmaps", False)
+    opt = _optimizer(model, oc)
 
     index = np.repeat(np.arange(len(train_cache)), splits.repeats)
-    steps_per_epoch = max(1, len(index) // oc.batch_size)
+    global_batch = oc.batch_size * world
+    steps_per_epoch = max(1, len(index) // global_batch)
     total = steps_per_epoch * oc.epochs
     warmup = int(oc.warmup_epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, oc.schedule))
 
-    start_epoch, step, best, history = 0, 0, float("inf"), []
+    start_epoch, step, best = 0, 0, float("inf")
     if resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start_epoch, step, best = ck["epoch"], ck["step"], ck["best"]
-        print(f"resumed from {ckpt_path} at epoch {start_epoch}")
+        if lead:
+            print(f"resumed from {ckpt_path} at epoch {start_epoch}")
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model)
 
     info = ModelInfo(scheme=scheme.to_dict(), backbone=m.backbone, head=m.head, input_size=m.input_size,
                      crop_scale=m.crop_scale, training_data=cfg.note or "; ".join(s.spec for s in cfg.data.train),
-                     recipe={"config": cfg.model_dump(), "model_kwargs": {"dropout": m.dropout}})
+                     recipe={"config": cfg.model_dump(), "model_kwargs": model_kwargs, "world_size": world})
     transform = build_transform(cfg.augment, m.input_size, train=True)
     data = CropDataset(train_cache, transform, scheme, m.input_size)
-    log = open(out / "metrics.jsonl", "a")
+    metrics: dict = {}
     for epoch in range(start_epoch, oc.epochs):
         seed = cfg.seed * 100_003 + epoch
-        torch.manual_seed(seed)
-        transform.set_random_seed(seed)
+        torch.manual_seed(seed + rank)
+        transform.set_random_seed(seed * 1_000 + rank)
         order = np.random.default_rng(seed).permutation(index)
-        model.train()
+        net.train()
         t_epoch, running, seen = time.time(), 0.0, 0
         bar = range(steps_per_epoch)
         if progress:
@@ -208,10 +248,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
 
             bar = tqdm(bar, desc=f"epoch {epoch + 1}/{oc.epochs}", unit="step", leave=False)
         for b in bar:
-            items = [data[i] for i in order[b * oc.batch_size:(b + 1) * oc.batch_size]]
+            items = [data[i] for i in order[b * global_batch:(b + 1) * global_batch][rank::world]]
             x = torch.stack([it[0] for it in items])
             y = torch.stack([it[1] for it in items])
-            loss = loss_fn(model(x), y)
+            pred = net(x)
+            loss = loss_fn(model.head.heatmaps if on_heatmaps else pred, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if oc.grad_clip:
@@ -226,29 +267,37 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             if cfg.max_steps and step >= cfg.max_steps:
                 break
         train_time = time.time() - t_epoch
-        metrics = validate(model, val_cache, scheme, m.input_size, val_sources)
-        rec = {"epoch": epoch + 1, "step": step, "loss": running / max(seen, 1), "lr": sched.get_last_lr()[0],
-               "train_seconds": round(train_time, 1), "images_per_second": round(seen / max(train_time, 1e-9), 1),
-               **metrics}
-        history.append(rec)
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
-        score = metrics.get("val_nme_io", running / max(seen, 1))
-        msg = f"epoch {epoch + 1}/{oc.epochs} loss {rec['loss']:.4f}"
-        if metrics:
-            msg += f" val NME(io) {metrics['val_nme_io']:.2f}% FR10 {metrics['val_fr10']:.1f}%"
-        print(msg + f" [{train_time:.0f}s, {rec['images_per_second']} img/s]", flush=True)
-        if score < best:
-            best = score
+        if lead:
+            metrics = validate(model, val_cache, scheme, m.input_size, val_sources)
+            rec = {"epoch": epoch + 1, "step": step, "loss": running / max(seen, 1), "lr": sched.get_last_lr()[0],
+                   "train_seconds": round(train_time, 1),
+                   "images_per_second": round(seen * world / max(train_time, 1e-9), 1), **metrics}
+            with open(out / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(rec) + "\n")
+            msg = f"epoch {epoch + 1}/{oc.epochs} loss {rec['loss']:.4f}"
+            if metrics:
+                msg += f" val NME(io) {metrics['val_nme_io']:.2f}% FR10 {metrics['val_fr10']:.1f}%"
+            print(msg + f" [{train_time:.0f}s, {rec['images_per_second']} img/s]", flush=True)
+            score = metrics.get("val_nme_io", rec["loss"])
             info.metrics = {"epoch": epoch + 1, **metrics}
-            save_model(model, info, out / "best.safetensors")
-        save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "epoch": epoch + 1, "step": step, "best": best}, ckpt_path)
+            if score < best:
+                best = score
+                save_model(model, info, out / "best.safetensors")
+            save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step, "best": best},
+                            ckpt_path)
         if cfg.max_steps and step >= cfg.max_steps:
             break
-    log.close()
-    info.metrics = {"epoch": epoch + 1, **metrics} if len(history) else info.metrics
-    save_model(model, info, out / "final.safetensors")
-    if not (out / "best.safetensors").exists():
-        save_model(model, info, out / "best.safetensors")
+    if world > 1:
+        same = replicas_identical(model)
+        if lead:
+            with open(out / "metrics.jsonl", "a") as log:
+                log.write(json.dumps({"world_size": world, "replicas_identical": same, "step": step}) + "\n")
+        import torch.distributed as dist
+
+        dist.barrier()
+    if lead:
+        save_model(model, info, out / "final.safetensors")
+        if not (out / "best.safetensors").exists():
+            save_model(model, info, out / "best.safetensors")
     return out / "best.safetensors"

@@ -1,0 +1,259 @@
+"""Export a facepoints model to ONNX or TorchScript, and prove the export is faithful.
+
+    report = export_model("model.safetensors", "onnx", "model.onnx")
+    print(report.summary())
+
+The exported file carries the model's metadata (:class:`~facepoints.models.package.ModelInfo`
+as JSON): ONNX in ``metadata_props`` under the key ``facepoints``, TorchScript as the
+extra file ``facepoints.json``. Input: float32 ``(B, 3, S, S)`` RGB in [0, 1] (the network
+normalises itself; the batch axis is dynamic); output ``(B, P, 2)`` in crop units.
+
+Every export is checked before it is kept: the example photos go through the face
+detector, the crops go through both the PyTorch model and the export, and the
+landmarks are compared in pixels of the original image. An export that differs by
+more than ``tolerance`` pixels (0.1 for fp32) is deleted and an error raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facepoints.models.package import ModelInfo, load_model
+
+FORMATS = ("onnx", "torchscript")
+TORCHSCRIPT_META = "facepoints.json"
+DEFAULT_OPSET = 17
+DEFAULT_TOLERANCE_PX = 0.1
+# examples/ next to src/ in a source checkout
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+class ExportError(RuntimeError):
+    """An export that failed or does not reproduce the PyTorch model."""
+
+
+@dataclass
+class ParityReport:
+    """How closely an export reproduces the PyTorch model, on detector crops of real photos.
+
+    ``max_diff_px``: the largest difference of one landmark coordinate (x or y), in
+    pixels of the original image. ``nme_change``: the mean point distance between the
+    two, in percent of the normaliser (``normaliser``: ``"io"`` inter-ocular distance of
+    the PyTorch landmarks, or ``"box"`` the face box size); by the triangle
+    inequality it bounds how much the NME against any ground truth can change.
+    """
+
+    format: str
+    path: str
+    images: int
+    faces: int
+    max_diff_px: float
+    mean_diff_px: float
+    nme_change: float
+    normaliser: str
+    tolerance_px: float
+    metadata_ok: bool
+    per_image: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.faces > 0 and self.metadata_ok and self.max_diff_px <= self.tolerance_px
+
+    def summary(self) -> str:
+        return (f"{self.format} parity on {self.faces} face(s) in {self.images} photo(s): "
+                f"max landmark difference {self.max_diff_px:.5f} px (limit {self.tolerance_px} px), "
+                f"mean {self.mean_diff_px:.5f} px; NME change {self.nme_change:.5f} % "
+                f"({'inter-ocular' if self.normaliser == 'io' else 'face box'}); "
+                f"metadata {'intact' if self.metadata_ok else 'LOST'}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _quiet_exporter_warnings():
+    """Hide the exporters' deprecation notices (the legacy ONNX exporter is the one that
+    needs no extra packages); tracer warnings still show."""
+    with warnings.catch_warnings():
+        for msg in (".*legacy TorchScript-based ONNX export.*", ".*The feature will be removed.*",
+                    ".*torch.jit.*deprecated.*", ".*TorchScript.*deprecated.*"):
+            warnings.filterwarnings("ignore", message=msg)
+        yield
+
+
+def _tmp_for(out: Path) -> Path:
+    return out.with_name(f".{out.name}.tmp{os.getpid()}")
+
+
+def write_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Write ``model`` as ONNX to ``out`` (no checks; see :func:`export_model`)."""
+    import onnx
+
+    out = Path(out)
+    s = info.input_size
+    example = torch.rand(2, 3, s, s)
+    buf = io.BytesIO()
+    with _quiet_exporter_warnings():
+        torch.onnx.export(model.eval(), (example,), buf, opset_version=opset, input_names=["image"],
+                          output_names=["landmarks"], dynamic_axes={"image": {0: "batch"}, "landmarks": {0: "batch"}},
+                          do_constant_folding=True, dynamo=False)
+    proto = onnx.load_from_string(buf.getvalue())
+    meta = proto.metadata_props.add()
+    meta.key, meta.value = "facepoints", info.to_json()
+    proto.doc_string = (f"facepoints landmark model: image (B, 3, {s}, {s}) float32 RGB in [0, 1] -> "
+                        f"landmarks (B, {info.landmark_scheme.num_points}, 2) in crop units; metadata under 'facepoints'")
+    onnx.checker.check_model(proto)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(out))
+    return out
+
+
+def write_torchscript(model: torch.nn.Module, info: ModelInfo, out: str | Path) -> Path:
+    """Trace ``model`` and save it as TorchScript with the metadata as an extra file."""
+    out = Path(out)
+    s = info.input_size
+    with _quiet_exporter_warnings():
+        with torch.no_grad():
+            # check_trace would trace twice more; export_model's parity check on real
+            # faces (other batch sizes included) is the stronger test
+            traced = torch.jit.trace(model.eval(), torch.rand(2, 3, s, s), check_trace=False)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.jit.save(traced, str(out), _extra_files={TORCHSCRIPT_META: info.to_json()})
+    return out
+
+
+def read_onnx_info(path: str | Path) -> ModelInfo:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if "facepoints" not in meta:
+        raise ExportError(f"{path}: no facepoints metadata")
+    return ModelInfo.from_json(meta["facepoints"])
+
+
+def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, ModelInfo]:
+    """A TorchScript export and its metadata. Only for files you made: TorchScript is code."""
+    extra = {TORCHSCRIPT_META: ""}
+    with _quiet_exporter_warnings():
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    if not extra[TORCHSCRIPT_META]:
+        raise ExportError(f"{path}: no {TORCHSCRIPT_META} metadata")
+    text = extra[TORCHSCRIPT_META]
+    return module.eval(), ModelInfo.from_json(text.decode() if isinstance(text, bytes) else text)
+
+
+def _images(images) -> list[Path]:
+    from facepoints.data.formats import IMAGE_SUFFIXES
+
+    if images is None:
+        images = [EXAMPLES]
+    out: list[Path] = []
+    for p in map(Path, images):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            out.append(p)
+    return out
+
+
+def _normalisers(ref: np.ndarray, boxes: np.ndarray, scheme) -> tuple[np.ndarray, str]:
+    """Inter-ocular distance of the reference landmarks where the scheme has eye
+    corners and the landmarks look like a face (an untrained model's do not); the
+    face box size otherwise."""
+    from facepoints.evaluation.metrics import has_normaliser
+
+    box = np.sqrt(np.maximum(boxes[:, 2] - boxes[:, 0], 1e-6) * np.maximum(boxes[:, 3] - boxes[:, 1], 1e-6))
+    if has_normaliser(scheme, "io"):
+        a, b = scheme.outer_eye_corners
+        io_d = np.linalg.norm(ref[:, a] - ref[:, b], axis=-1)
+        if np.all(io_d > 0.15 * box):
+            return io_d, "io"
+    return box, "box"
+
+
+def check_parity(model: torch.nn.Module, info: ModelInfo, run, images=None, fmt: str = "",
+                 path: str | Path = "", tolerance_px: float = DEFAULT_TOLERANCE_PX, detector="yunet",
+                 exported_info: ModelInfo | None = None) -> ParityReport:
+    """Compare backend ``run`` with the PyTorch ``model`` on detector crops of ``images``
+    (files or folders; the example photos by default)."""
+    from facepoints.data.images import read_image
+    from facepoints.deploy.predictor import Predictor
+
+    files = _images(images)
+    if not files:
+        raise ExportError("no photos for the parity check (give some with --images)")
+    reference = Predictor(model, info, detector=detector, refine=0)
+    exported = Predictor(run, exported_info or info, detector=reference.detector, refine=0)
+    diffs, dists, norms, kinds, per_image = [], [], [], set(), []
+    for f in files:
+        img = read_image(f)
+        det = reference.detector.detect(img)
+        if len(det) == 0:
+            per_image.append({"image": str(f), "faces": 0})
+            continue
+        boxes = reference.detector.to_landmark_box(det.boxes)
+        a = reference.landmarks_in_boxes(img, boxes).astype(np.float64)
+        b = exported.landmarks_in_boxes(img, boxes).astype(np.float64)
+        d = np.abs(a - b)
+        diffs.append(d.reshape(len(a), -1).max(axis=1))
+        dists.append(np.linalg.norm(a - b, axis=-1).mean(axis=1))
+        n, kind = _normalisers(a, np.asarray(boxes, np.float64).reshape(-1, 4), reference.scheme)
+        norms.append(n)
+        kinds.add(kind)
+        per_image.append({"image": str(f), "faces": len(a), "max_diff_px": float(d.max())})
+    faces = int(sum(len(x) for x in diffs))
+    if faces == 0:
+        raise ExportError(f"the face detector found no face in {len(files)} photo(s); give photos with faces (--images)")
+    diffs_a, dists_a, norms_a = np.concatenate(diffs), np.concatenate(dists), np.concatenate(norms)
+    return ParityReport(
+        format=fmt, path=str(path), images=len(files), faces=faces,
+        max_diff_px=float(diffs_a.max()), mean_diff_px=float(dists_a.mean()),
+        nme_change=float(100 * np.mean(dists_a / norms_a)), normaliser="io" if kinds == {"io"} else "box",
+        tolerance_px=tolerance_px, metadata_ok=exported_info is None or exported_info.to_json() == info.to_json(),
+        per_image=per_image,
+    )
+
+
+def export_model(model_path: str | Path | None, fmt: str, out: str | Path, images=None, opset: int = DEFAULT_OPSET,
+                 tolerance_px: float = DEFAULT_TOLERANCE_PX, detector="yunet") -> ParityReport:
+    """Export a ``.safetensors`` model (the bundled one if None) to ``out`` and check it.
+
+    The file appears at ``out`` only if the parity check passes; otherwise it is
+    removed and :class:`ExportError` raised (its ``report`` attribute holds the numbers).
+    """
+    from facepoints.deploy.runtime import OnnxRunner, TorchRunner
+
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    out = Path(out)
+    model, info = load_model(model_path)
+    tmp = _tmp_for(out)
+    try:
+        if fmt == "onnx":
+            write_onnx(model, info, tmp, opset=opset)
+            runner = OnnxRunner(tmp, threads=1)
+            exported_info = runner.info()
+        else:
+            write_torchscript(model, info, tmp)
+            module, exported_info = load_torchscript(tmp)
+            runner = TorchRunner(module)
+        report = check_parity(model, info, runner, images, fmt=fmt, path=out, tolerance_px=tolerance_px,
+                              detector=detector, exported_info=exported_info)
+        if not report.ok:
+            err = ExportError(f"the {fmt} export does not reproduce the PyTorch model: {report.summary()}")
+            err.report = report
+            raise err
+        os.replace(tmp, out)
+        return report
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,185 @@
+"""An HTTP service for landmarks: upload a photo, get every face and its landmarks.
+
+    facepoints serve --model model.onnx --port 8000
+    curl -F image=@photo.jpg http://127.0.0.1:8000/v1/landmarks
+
+``POST /v1/landmarks`` (multipart form, file field ``image``) answers
+``{"width", "height", "scheme", "faces": [{"box", "score", "landmarks"}]}`` in pixels of
+the image as the user sees it (EXIF orientation applied). ``GET /healthz`` says the
+service is up; the OpenAPI schema is at ``/openapi.json`` (docs at ``/docs``).
+
+What a service must survive is refused early and with a reason:
+
+* a body over ``max_upload_bytes``: 413, from the ``Content-Length`` header before the
+  body is read, and while reading when the header is missing or lies;
+* an empty, truncated or non-image upload: 400 with ``detail`` saying which;
+* an image declaring more than ``max_pixels`` pixels (a decompression bomb): 413,
+  from its header, before it is decoded;
+* a missing ``image`` field: 422 (FastAPI's validation error).
+
+At most ``max_concurrency`` images are decoded and run at a time (the rest wait, up
+to ``max_queue`` of them; beyond that 503 with ``Retry-After``), so memory and CPU use
+are bounded whatever the load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import warnings
+
+import anyio.to_thread
+from fastapi import FastAPI, File, HTTPException, UploadFile
+from pydantic import BaseModel, Field
+
+from facepoints.data.images import ImageError, read_image
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_PIXELS = 25_000_000
+# room for the multipart envelope (boundaries, part headers) around the file itself
+MULTIPART_SLACK = 64 * 1024
+
+
+class Face(BaseModel):
+    box: list[float] = Field(description="face detector box x0, y0, x1, y1 in image pixels")
+    score: float | None = Field(description="detector confidence, 0..1")
+    landmarks: list[list[float]] = Field(description="(P, 2) landmark x, y in image pixels, in the scheme's order")
+
+
+class LandmarksResponse(BaseModel):
+    width: int
+    height: int
+    scheme: str = Field(description="landmark scheme name, e.g. ibug68")
+    faces: list[Face]
+
+
+class Health(BaseModel):
+    status: str
+    scheme: str
+    points: int
+    model_version: str
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for request bodies over ``limit`` bytes, judged from
+    ``Content-Length`` before anything is read, and counted while reading."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None:
+            try:
+                n = int(declared)
+            except ValueError:
+                return await _send_json(send, 400, {"detail": "invalid Content-Length header"})
+            if n > self.limit:
+                return await _send_json(send, 413, {"detail": _too_large(n, self.limit)})
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    # inside a route this becomes the 413 response
+                    raise HTTPException(413, _too_large(None, self.limit))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _too_large(n: int | None, limit: int) -> str:
+    size = f"of {n:,} bytes " if n is not None else ""
+    return f"upload {size}is over the limit of {limit:,} bytes"
+
+
+async def _send_json(send, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _declared_pixels(data: bytes) -> int | None:
+    """Pixel count from the image header, without decoding; None if PIL cannot tell
+    (``read_image`` then says what is wrong)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                return w * h
+    except Image.DecompressionBombError:
+        return 1 << 62
+    except Exception:
+        return None
+
+
+def create_app(predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
+               max_concurrency: int = 2, max_queue: int = 64) -> FastAPI:
+    """A FastAPI app serving ``predictor`` (a :class:`~facepoints.deploy.predictor.Predictor`)."""
+    from facepoints import __version__
+
+    if getattr(predictor, "_detector_spec", None) is not None:
+        predictor.detector  # build it now, not racing in the first concurrent requests
+    scheme = predictor.scheme
+    app = FastAPI(title="facepoints", version=__version__,
+                  description="Facial landmarks: every face in an uploaded photo and its "
+                              f"{scheme.num_points} {scheme.name} landmarks.")
+    app.add_middleware(_BodyLimit, limit=max_upload_bytes + MULTIPART_SLACK)
+    slots = asyncio.Semaphore(max_concurrency)
+    waiting = 0
+
+    def infer(data: bytes, name: str) -> dict:
+        img = read_image(data, max_pixels=max_pixels, name=name)
+        faces = predictor.predict(img)
+        return {"width": int(img.shape[1]), "height": int(img.shape[0]), "scheme": scheme.name, "faces": faces}
+
+    @app.get("/healthz", response_model=Health)
+    def healthz() -> Health:
+        return Health(status="ok", scheme=scheme.name, points=scheme.num_points,
+                      model_version=str(predictor.info.version))
+
+    @app.post("/v1/landmarks", response_model=LandmarksResponse,
+              responses={400: {"model": Problem, "description": "empty, truncated or not an image"},
+                         413: {"model": Problem, "description": "upload or image (pixels) over the limit"},
+                         503: {"model": Problem, "description": "too many requests waiting"}})
+    async def landmarks(image: UploadFile = File(..., description="a photo: JPEG, PNG, WebP, BMP, TIFF, ...")):
+        nonlocal waiting
+        name = (image.filename or "upload")[:120]
+        data = await image.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"{name}: {_too_large(None, max_upload_bytes)}")
+        if not data:
+            raise HTTPException(400, f"{name}: empty upload (0 bytes)")
+        pixels = _declared_pixels(data)
+        if pixels is not None and pixels > max_pixels:
+            raise HTTPException(413, f"{name}: image of more than {max_pixels:,} pixels (possible decompression bomb)")
+        if waiting >= max_queue:
+            raise HTTPException(503, "busy: too many requests waiting; retry later", headers={"Retry-After": "1"})
+        waiting += 1
+        try:
+            await slots.acquire()
+        finally:
+            waiting -= 1
+        try:
+            return await anyio.to_thread.run_sync(infer, data, name)
+        except ImageError as e:
+            raise HTTPException(413 if "over the limit" in str(e) else 400, str(e)) from None
+        finally:
+            slots.release()
+
+    return app
