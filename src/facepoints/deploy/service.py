@@ -69,9 +69,10 @@ class _BodyLimit:
     """ASGI middleware: 413 for request bodies over ``limit`` bytes, judged from
     ``Content-Length`` before anything is read, and counted while reading."""
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit: int, shown: int | None = None):
         self.app = app
         self.limit = limit
+        self.shown = shown or limit  # the limit users are told (the file's, without the multipart envelope)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -83,7 +84,7 @@ class _BodyLimit:
             except ValueError:
                 return await _send_json(send, 400, {"detail": "invalid Content-Length header"})
             if n > self.limit:
-                return await _send_json(send, 413, {"detail": _too_large(n, self.limit)})
+                return await _send_json(send, 413, {"detail": _too_large(n, self.shown)})
         received = 0
 
         async def counted():
@@ -93,7 +94,7 @@ class _BodyLimit:
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     # inside a route this becomes the 413 response
-                    raise HTTPException(413, _too_large(None, self.limit))
+                    raise HTTPException(413, _too_large(None, self.shown))
             return message
 
         await self.app(scope, counted, send)
@@ -139,7 +140,7 @@ def create_app(predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: 
     app = FastAPI(title="facepoints", version=__version__,
                   description="Facial landmarks: every face in an uploaded photo and its "
                               f"{scheme.num_points} {scheme.name} landmarks.")
-    app.add_middleware(_BodyLimit, limit=max_upload_bytes + MULTIPART_SLACK)
+    app.add_middleware(_BodyLimit, limit=max_upload_bytes + MULTIPART_SLACK, shown=max_upload_bytes)
     slots = asyncio.Semaphore(max_concurrency)
     waiting = 0
 
