@@ -26,13 +26,16 @@ class Predictor:
     landmarks and predict once more, this many times. It makes the result independent
     of how a detector draws its boxes, at the cost of one more network pass.
 
+    ``flip``: also run the mirrored crop and average the two (re-indexed through the
+    scheme): test-time augmentation, twice the network cost.
+
     ``model``: a PyTorch module, or any backend callable ``run(batch) -> landmarks``
     (float32 ``(B, 3, S, S)`` in [0, 1] -> ``(B, P, 2)`` crop units), e.g.
     :class:`facepoints.deploy.runtime.OnnxRunner`.
     """
 
     def __init__(self, model, info: ModelInfo, detector: str | object | None = "yunet",
-                 device: str = "cpu", refine: int = 1, threads: int | None = None):
+                 device: str = "cpu", refine: int = 1, threads: int | None = None, flip: bool = False):
         if threads:
             torch.set_num_threads(threads)
         if isinstance(model, torch.nn.Module):
@@ -44,6 +47,7 @@ class Predictor:
         self.scheme = info.landmark_scheme
         self.device = device
         self.refine = refine
+        self.flip = flip and self.scheme.has_flip
         self._detector_spec = detector
         self._detector = None if isinstance(detector, (str, type(None))) else detector
 
@@ -75,7 +79,13 @@ class Predictor:
         mats = [crop_matrix(*square_from_box(b, scale), size) for b in boxes]
         crops = np.stack([warp(image, m, size) for m in mats])
         x = crops.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
-        out = np.asarray(self.run(x), dtype=np.float32) * (size - 1)
+        if self.flip:
+            x = np.concatenate([x, x[..., ::-1]])
+        out = np.asarray(self.run(np.ascontiguousarray(x)), dtype=np.float32) * (size - 1)
+        if self.flip:
+            k = len(boxes)
+            mirrored = np.stack([self.scheme.flip_landmarks(p, size) for p in out[k:]])
+            out = (out[:k] + mirrored) / 2
         return np.stack([transform_points(p, invert(m)) for p, m in zip(out, mats)])
 
     def predict(self, image, boxes=None) -> list[dict]:
