@@ -119,3 +119,20 @@ def test_kill_9_mid_run_then_resume_matches_uninterrupted(tmp_path):
     b, _ = load_model(tmp_path / "killed" / "final.safetensors")
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
+
+
+def test_ema_weights_are_what_gets_saved(tmp_path):
+    """With optim.ema the saved model is the moving average, not the last weights."""
+    import torch
+
+    cfg = load_config(tiny_config(tmp_path), {"optim.ema": 0.9})
+    train(cfg, progress=False)
+    saved, _ = load_model(tmp_path / "run" / "final.safetensors")
+    from facepoints.models.package import load_checkpoint
+
+    raw = load_checkpoint(tmp_path / "run" / "last.pt")
+    ema_state = {k.removeprefix("module."): v for k, v in raw["ema"].items() if k.startswith("module.")}
+    for k, v in saved.state_dict().items():
+        assert torch.equal(v, ema_state[k]), k
+    differs = any(not torch.equal(v, raw["model"][k]) for k, v in saved.state_dict().items() if v.is_floating_point())
+    assert differs

@@ -76,6 +76,8 @@ class OptimConfig(_Strict):
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float | None = Field(5.0, gt=0)
+    ema: float | None = Field(None, gt=0, lt=1, description="keep an exponential moving average of the weights "
+                              "with this decay (e.g. 0.999); it is what gets validated and saved")
 
 
 class TrainConfig(_Strict):
@@ -90,6 +92,9 @@ class TrainConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     augment: AugmentConfig = AugmentConfig()
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cuda when available under auto")
+    amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on the CPU)")
+    channels_last: bool = Field(True, description="channels-last memory format on CUDA")
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke tests)")
     note: str = Field("", description="training-data note stored in the model file")
 

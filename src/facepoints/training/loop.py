@@ -112,13 +112,14 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 def predict_crops(model, images: np.ndarray, input_size: int, batch: int = 64) -> np.ndarray:
     """Landmarks in crop pixels for centre crops of cached images."""
     model.eval()
+    device = next(model.parameters()).device
     s = images.shape[1]
     o = (s - input_size) // 2
     out = []
     for i in range(0, len(images), batch):
         x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch, o:o + input_size, o:o + input_size]))
         x = x.permute(0, 3, 1, 2).float().div_(255)
-        out.append(model(x).numpy() * (input_size - 1) + o)
+        out.append(model(x.to(device)).float().cpu().numpy() * (input_size - 1) + o)
     return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:2])
 
 
@@ -144,6 +145,14 @@ def _distributed() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _device(cfg: TrainConfig, rank: int) -> torch.device:
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("device: cuda, but no CUDA device is available")
+    return torch.device("cuda", rank % torch.cuda.device_count())
 
 
 def _optimizer(model, oc) -> torch.optim.Optimizer:
@@ -172,6 +181,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     each global batch (DDP); rank 0 alone validates, logs and writes files."""
     rank, world = _distributed()
     lead = rank == 0
+    device = _device(cfg, rank)
+    on_gpu = device.type == "cuda"
     progress = progress and lead
     out = Path(cfg.output)
     ckpt_path = out / "last.pt"
@@ -225,9 +236,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         start_epoch, step, best = ck["epoch"], ck["step"], ck["best"]
         if lead:
             print(f"resumed from {ckpt_path} at epoch {start_epoch}")
+    model.to(device)
+    if on_gpu and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model)
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
+    ema = None
+    if oc.ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(oc.ema), use_buffers=True)
+        if resume and ckpt_path.exists() and "ema" in ck:
+            ema.load_state_dict(ck["ema"])
+    # What is validated and saved: the moving average when there is one.
+    final = (lambda: ema.module) if ema is not None else (lambda: model)
 
     info = ModelInfo(scheme=scheme.to_dict(), backbone=m.backbone, head=m.head, input_size=m.input_size,
                      crop_scale=m.crop_scale, training_data=cfg.note or "; ".join(s.spec for s in cfg.data.train),
@@ -249,16 +272,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             bar = tqdm(bar, desc=f"epoch {epoch + 1}/{oc.epochs}", unit="step", leave=False)
         for b in bar:
             items = [data[i] for i in order[b * global_batch:(b + 1) * global_batch][rank::world]]
-            x = torch.stack([it[0] for it in items])
-            y = torch.stack([it[1] for it in items])
-            pred = net(x)
-            loss = loss_fn(model.head.heatmaps if on_heatmaps else pred, y)
+            x = torch.stack([it[0] for it in items]).to(device, non_blocking=True)
+            y = torch.stack([it[1] for it in items]).to(device, non_blocking=True)
+            if on_gpu and cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu and cfg.amp):
+                pred = net(x)
+                loss = loss_fn((model.head.heatmaps if on_heatmaps else pred).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if oc.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), oc.grad_clip)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             running += loss.item() * len(x)
             seen += len(x)
@@ -268,7 +296,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                 break
         train_time = time.time() - t_epoch
         if lead:
-            metrics = validate(model, val_cache, scheme, m.input_size, val_sources)
+            metrics = validate(final(), val_cache, scheme, m.input_size, val_sources)
             rec = {"epoch": epoch + 1, "step": step, "loss": running / max(seen, 1), "lr": sched.get_last_lr()[0],
                    "train_seconds": round(train_time, 1),
                    "images_per_second": round(seen * world / max(train_time, 1e-9), 1), **metrics}
@@ -282,10 +310,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             info.metrics = {"epoch": epoch + 1, **metrics}
             if score < best:
                 best = score
-                save_model(model, info, out / "best.safetensors")
-            save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step, "best": best},
-                            ckpt_path)
+                save_model(final(), info, out / "best.safetensors")
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step, "best": best}
+            if ema is not None:
+                state["ema"] = ema.state_dict()
+            save_checkpoint(state, ckpt_path)
         if cfg.max_steps and step >= cfg.max_steps:
             break
     if world > 1:
@@ -297,7 +327,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
 
         dist.barrier()
     if lead:
-        save_model(model, info, out / "final.safetensors")
+        save_model(final(), info, out / "final.safetensors")
         if not (out / "best.safetensors").exists():
-            save_model(model, info, out / "best.safetensors")
+            save_model(final(), info, out / "best.safetensors")
     return out / "best.safetensors"
