@@ -265,5 +265,120 @@ def serve(
     uvicorn.run(api, host=host, port=port, log_level="info")
 
 
+@app.command()
+def review(
+    dataset: str = typer.Argument(..., help="FORMAT:PATH, e.g. 300w:DIR"),
+    report: Optional[Path] = typer.Option(None, "--report", help="a 'facepoints clean' report: its flagged samples come first"),
+    port: int = typer.Option(8765, help="TCP port on 127.0.0.1 (0: any free port)"),
+    skip_missing: bool = typer.Option(False, help="leave out samples whose image is missing (counted)"),
+):
+    """Review samples by hand in the browser: drag points, accept or drop. Decisions are
+    saved to PATH.corrections.json (the annotations are never changed); every reader
+    applies that file. Listens on 127.0.0.1 only."""
+    from facepoints.data.review import ReviewState, make_server
+    from facepoints.data.samples import AnnotationError
+
+    try:
+        state = ReviewState(dataset, report=report, skip_missing=skip_missing)
+        server = make_server(state, port)
+    except (AnnotationError, ValueError, FileNotFoundError, OSError) as e:
+        fail(str(e))
+    host, bound = server.server_address[:2]
+    typer.echo(f"{dataset}: {len(state.order)} samples ({len(state.flags)} flagged first); "
+               f"corrections go to {state.sidecar}")
+    if state.unknown_flagged:
+        typer.echo(f"warning: {len(state.unknown_flagged)} flagged id(s) in the report are not in the dataset", err=True)
+    typer.echo(f"open http://{host}:{bound}/  (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@app.command()
+def stats(
+    dataset: str = typer.Argument(..., help="FORMAT:PATH, e.g. 300w:DIR"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for yaw.png, pitch.png, roll.png and pose.json"),
+    skip_missing: bool = typer.Option(False, help="leave out samples whose image is missing (counted)"),
+):
+    """Head pose of every face (yaw, pitch, roll from the landmarks against a generic 3-D
+    face): histograms as PNGs and a JSON summary with each sample's angles."""
+    from facepoints.data.formats import read_dataset
+    from facepoints.data.pose import PoseError, dataset_poses, plot_histograms, pose_summary
+    from facepoints.data.samples import AnnotationError
+
+    try:
+        ds = read_dataset(dataset, skip_missing=skip_missing)
+        table = dataset_poses(ds.samples, ds.scheme)
+    except (AnnotationError, PoseError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    summary = {"dataset": dataset, "warnings": ds.warnings, **pose_summary(table)}
+    plot_histograms(summary, out, title=Path(dataset.split(":", 1)[1]).name)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pose.json").write_text(json.dumps(summary, indent=1))
+    y = summary["yaw"]
+    typer.echo(f"{dataset}: {summary['n_estimated']} of {summary['n']} faces; yaw mean {y['mean']:.1f}, "
+               f"std {y['std']:.1f}, |yaw| > 45: {y['abs_over_45']}" if y["mean"] is not None else
+               f"{dataset}: no pose could be estimated")
+    typer.echo(f"wrote {out}/yaw.png, pitch.png, roll.png, pose.json")
+
+
+@app.command()
+def clean(
+    dataset: str = typer.Argument(..., help="FORMAT:PATH, e.g. 300w:DIR"),
+    model: Optional[Path] = ModelOpt,
+    no_model: bool = typer.Option(False, "--no-model", help="heuristics only: no model residuals"),
+    as_json: bool = typer.Option(False, "--json", help='print one JSON object on stdout: {"n", "flagged": [{"id", "score", "reasons"}]}'),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write report.csv, report.json and report.html here"),
+    threshold: Optional[float] = typer.Option(None, help="flag samples scoring at least this (robust z units); default 6"),
+    margin: float = typer.Option(0.1, help="points may lie this fraction of the image size outside it"),
+    skip_missing: bool = typer.Option(False, help="leave out samples whose image is missing (counted)"),
+    threads: int = typer.Option(1, help="CPU threads for the network"),
+):
+    """Find suspicious annotations: score every sample with label heuristics and a
+    model's residuals, rank them, and report the flagged ones with their reasons.
+    Feed report.json to a training config's data.exclude to leave them out."""
+    import torch
+
+    from facepoints.data.cleaning import DEFAULT_THRESHOLD, score_dataset, write_report
+    from facepoints.data.formats import read_dataset
+    from facepoints.data.samples import AnnotationError
+    from facepoints.models.package import BUNDLED, ModelFileError
+
+    torch.set_num_threads(threads)
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    try:
+        ds = read_dataset(dataset, skip_missing=skip_missing)
+        predictor, name = None, None
+        if not no_model:
+            from facepoints.deploy.predictor import Predictor
+
+            path = model or BUNDLED
+            if not Path(path).is_file():
+                fail(f"{path}: no such model file; pass --model, or --no-model for the heuristics alone")
+            predictor, name = Predictor.from_file(path, detector=None, threads=threads), str(path)
+        report = score_dataset(ds, predictor, threshold=threshold, margin=margin, model_name=name,
+                               progress=not as_json and sys.stderr.isatty())
+    except (ModelFileError, AnnotationError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    if out:
+        write_report(report, ds, out)
+    if as_json:
+        typer.echo(json.dumps(report.to_json()))
+    else:
+        flagged = report.flagged
+        typer.echo(f"{dataset}: {report.n} samples, {len(flagged)} flagged (score >= {threshold:g}), "
+                   f"model: {report.model or 'none'}")
+        for s in flagged[:50]:
+            typer.echo(f"  {s.score:7.1f}  {s.id}  {s.reasons[0] if s.reasons else ''}")
+        if len(flagged) > 50:
+            typer.echo(f"  ... {len(flagged) - 50} more" + (f" in {out}/report.csv" if out else " (see --out)"))
+        if out:
+            typer.echo(f"wrote {out}/report.csv, report.json, report.html")
+    for w in report.warnings:
+        typer.echo(f"warning: {w}", err=True)
+
 if __name__ == "__main__":
     app()

@@ -50,18 +50,28 @@ def parse_spec(spec: str) -> tuple[str, Path]:
     return m.group(1).lower(), Path(m.group(2))
 
 
-def read_dataset(spec: str, scheme: str | LandmarkScheme | None = None, skip_missing: bool = False) -> Dataset:
+def read_dataset(spec: str, scheme: str | LandmarkScheme | None = None, skip_missing: bool = False,
+                 corrections: bool = True) -> Dataset:
     """Read ``FORMAT:PATH``. Missing images raise unless ``skip_missing``, in which
-    case they are left out and counted in ``Dataset.warnings``."""
+    case they are left out and counted in ``Dataset.warnings``. Hand corrections in
+    ``PATH.corrections.json`` (see ``facepoints.data.corrections``) are applied unless
+    ``corrections`` is False: dropped samples are left out (counted in the warnings),
+    fixed landmarks replace the annotated ones."""
     fmt, path = parse_spec(spec)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder (from {spec!r})")
     try:
-        return FORMATS[fmt].read(path, get_scheme(scheme) if scheme is not None else None, skip_missing)
+        ds = FORMATS[fmt].read(path, get_scheme(scheme) if scheme is not None else None, skip_missing)
     except UnicodeDecodeError as e:
         raise AnnotationError(path, f"not UTF-8 text (byte {e.start}: {e.reason})") from None
     except csv.Error as e:
         raise AnnotationError(path, f"malformed CSV ({e})") from None
+    if corrections:
+        from facepoints.data.corrections import apply_corrections, load_corrections, sidecar_path
+
+        side = sidecar_path(path)
+        ds = apply_corrections(ds, load_corrections(side), side)
+    return ds
 
 
 def write_dataset(ds: Dataset, spec: str) -> None:

@@ -32,6 +32,25 @@ class Source(_Strict):
     val_fraction: float | None = Field(None, ge=0, lt=1, description="overrides data.val_fraction")
 
 
+class BalanceConfig(_Strict):
+    """Oversample rare head poses: a training sample whose yaw bucket holds ``n_b`` faces
+    appears ``(n_max / n_b) ** power`` times as often (times its source's ``repeat``),
+    at most ``max_repeat`` times; fractions are drawn with the run's seed."""
+
+    by: Literal["yaw"] = "yaw"
+    bins: list[float] = Field(default_factory=lambda: [-90.0, -60.0, -45.0, -30.0, -15.0, 15.0, 30.0, 45.0, 60.0, 90.0],
+                              min_length=2, description="bucket edges in degrees; beyond the ends counts in the end buckets")
+    power: float = Field(0.5, ge=0, le=1, description="0: no change, 1: every bucket as full as the fullest")
+    max_repeat: int = Field(4, ge=1, le=20, description="most copies of one sample")
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing(cls, v):
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("data.balance.bins must be strictly increasing")
+        return v
+
+
 class DataConfig(_Strict):
     train: list[Source]
     val: list[str] = Field(default_factory=list, description="extra validation-only datasets")
@@ -41,6 +60,8 @@ class DataConfig(_Strict):
     skip_missing: bool = False
     exclude: str | None = Field(None, description="file of image ids to leave out (one per line, or clean's JSON)")
     cache_dir: str | None = ".cache/facepoints"
+    corrections: bool = Field(True, description="apply review corrections (PATH.corrections.json) where present")
+    balance: BalanceConfig | None = Field(None, description="oversample rare yaws (68/98-point schemes)")
 
     @field_validator("train", mode="before")
     @classmethod

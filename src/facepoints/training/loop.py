@@ -57,7 +57,7 @@ def make_splits(cfg: TrainConfig) -> Splits:
     exclude = read_exclusions(d.exclude)
     train, val, repeats, scheme = [], [], [], None
     for src in d.train:
-        ds = read_dataset(src.spec, d.scheme, skip_missing=d.skip_missing)
+        ds = read_dataset(src.spec, d.scheme, skip_missing=d.skip_missing, corrections=d.corrections)
         for w in ds.warnings:
             print(f"warning: {src.spec}: {w}")
         scheme = scheme or ds.scheme
@@ -74,7 +74,7 @@ def make_splits(cfg: TrainConfig) -> Splits:
                 train.append(s)
                 repeats.append(src.repeat)
     for spec in d.val:
-        ds = read_dataset(spec, d.scheme, skip_missing=d.skip_missing)
+        ds = read_dataset(spec, d.scheme, skip_missing=d.skip_missing, corrections=d.corrections)
         for s in ds.samples:
             s.attributes["source"] = spec
         val.extend(ds.samples)
@@ -83,6 +83,13 @@ def make_splits(cfg: TrainConfig) -> Splits:
         keep.sort()
         train = [train[i] for i in keep]
         repeats = [repeats[i] for i in keep]
+    if d.balance is not None and train:
+        from facepoints.data.pose import balance_repeats, dataset_poses
+
+        b = d.balance
+        extra, info = balance_repeats(dataset_poses(train, scheme).yaw, b.bins, b.power, b.max_repeat, [cfg.seed, 0xBA1])
+        repeats = [r * int(e) for r, e in zip(repeats, extra)]
+        print(f"balance by yaw: faces per bucket {info['counts']} -> {info['counts_after']} (before source repeats)")
     return Splits(Dataset("train", scheme, train), Dataset("val", scheme, val), repeats)
 
 

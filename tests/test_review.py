@@ -1,0 +1,205 @@
+"""Review by hand: the sidecar of corrections, the local review server, and the page
+itself driven in a real headless browser (Debian's chromium through Playwright)."""
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facepoints.data.corrections import sidecar_path
+from facepoints.data.formats import read_dataset
+from facepoints.data.review import ReviewState, make_server
+from facepoints.data.samples import AnnotationError
+from helpers import write_300w_folder
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's chromium; installed with apt-get when missing and we are root (as on a
+    fresh CI machine). Playwright's own browser download is never used."""
+    if not CHROMIUM.exists():
+        if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("apt-get") is None:
+            pytest.skip(f"{CHROMIUM} is missing and cannot be installed here (needs root and apt-get): "
+                        "run `apt-get install -y chromium`")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        r = subprocess.run("apt-get update -q && apt-get install -y -q chromium", shell=True, env=env,
+                           capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0 or not CHROMIUM.exists():
+            pytest.skip(f"could not install chromium with apt-get (exit {r.returncode}): {r.stderr.strip()[-500:]}")
+    return CHROMIUM
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A 4-face 300-W folder, a clean report flagging face002, and the review server on a
+    free loopback port in a background thread."""
+    folder = write_300w_folder(tmp_path / "ds", n=4)
+    spec = f"300w:{folder}"
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"n": 4, "flagged": [
+        {"id": "face002_1.jpg", "score": 3.5, "reasons": ["shape outlier"]},
+        {"id": "not-in-dataset.jpg", "score": 1.0, "reasons": []}]}))
+    state = ReviewState(spec, report=report)
+    server = make_server(state, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    try:
+        yield {"spec": spec, "folder": folder, "url": f"http://{host}:{port}/", "state": state,
+               "sidecar": tmp_path / "ds.corrections.json"}
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_sidecar_is_named_after_the_dataset(tmp_path):
+    assert sidecar_path(tmp_path / "ds") == tmp_path / "ds.corrections.json"
+    assert sidecar_path(tmp_path / "a.csv") == tmp_path / "a.csv.corrections.json"
+
+
+def test_read_dataset_applies_the_sidecar(tmp_path):
+    folder = write_300w_folder(tmp_path / "ds", n=3)
+    plain = read_dataset(f"300w:{folder}")
+    new = plain.samples[1].landmarks + 2.5
+    sidecar_path(folder).write_text(json.dumps({"version": 1, "samples": {
+        "face000_1.jpg": {"status": "dropped"},
+        "face001_1.jpg": {"status": "fixed", "landmarks": new.tolist()},
+        "face002_1.jpg": {"status": "accepted"}}}))
+    ds = read_dataset(f"300w:{folder}")
+    assert ds.ids() == ["face001_1.jpg", "face002_1.jpg"]
+    np.testing.assert_allclose(ds.samples[0].landmarks, new, atol=1e-4)
+    np.testing.assert_array_equal(ds.samples[1].landmarks, plain.samples[2].landmarks)
+    assert any("1 of 3 samples dropped by review" in w for w in ds.warnings)
+    ignored = read_dataset(f"300w:{folder}", corrections=False)
+    assert ignored.ids() == plain.ids() and not ignored.warnings
+    np.testing.assert_array_equal(ignored.samples[1].landmarks, plain.samples[1].landmarks)
+
+
+def test_a_bad_sidecar_is_an_annotation_error(tmp_path):
+    folder = write_300w_folder(tmp_path / "ds", n=2)
+    side = sidecar_path(folder)
+    side.write_text(json.dumps({"samples": {"face000_1.jpg": {"status": "maybe"}}}))
+    with pytest.raises(AnnotationError, match="status must be one of"):
+        read_dataset(f"300w:{folder}")
+    side.write_text(json.dumps({"samples": {"face000_1.jpg": {"status": "fixed", "landmarks": [[1, 2]] * 5}}}))
+    with pytest.raises(AnnotationError, match="5 corrected points, the dataset has 68"):
+        read_dataset(f"300w:{folder}")
+
+
+def _request(url, body=None, headers=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_server_api_order_and_guards(served):
+    url = served["url"]
+    code, body = _request(url + "api/dataset")
+    meta = json.loads(body)
+    assert code == 200 and meta["n"] == 4 and meta["n_flagged"] == 1 and meta["unknown_flagged"] == 1
+    assert [it["id"] for it in meta["items"]] == ["face002_1.jpg", "face000_1.jpg", "face001_1.jpg", "face003_1.jpg"]
+    code, body = _request(url + "api/sample/0")
+    s = json.loads(body)
+    assert code == 200 and s["id"] == "face002_1.jpg" and (s["width"], s["height"]) == (200, 220)
+    assert s["flag"]["reasons"] == ["shape outlier"]
+    code, body = _request(url + "api/image/0")
+    assert code == 200 and body[:2] == b"\xff\xd8"
+    assert _request(url + "api/sample/9")[0] == 404
+    # only JSON posts, only to a loopback Host name
+    req = urllib.request.Request(url + "api/sample/0", data=b"action=drop",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 415
+    assert _request(url + "api/dataset", headers={"Host": "evil.example:80"})[0] == 403
+    assert _request(url + "api/sample/0", {"action": "explode"})[0] == 400
+    assert _request(url + "api/sample/0", {"action": "accept", "landmarks": [[0, 0]]})[0] == 400
+    assert not served["sidecar"].exists()
+    # accept without moving: "accepted"; reset forgets it
+    s1 = json.loads(_request(url + "api/sample/1")[1])
+    code, body = _request(url + "api/sample/1", {"action": "accept", "landmarks": s1["landmarks"]})
+    assert code == 200 and json.loads(body)["sample"]["status"] == "accepted"
+    assert json.loads(served["sidecar"].read_text())["samples"] == {"face000_1.jpg": {"status": "accepted"}}
+    code, body = _request(url + "api/sample/1", {"action": "reset"})
+    assert code == 200 and json.loads(served["sidecar"].read_text())["samples"] == {}
+
+
+def test_review_in_a_browser(served, chromium):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+    spec, url = served["spec"], served["url"]
+    original = {s.id: s.landmarks for s in read_dataset(spec)}
+    moved_point, shift = 30, np.array([6.0, -4.0])  # image pixels
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 800})
+            page.goto(url)
+            page.wait_for_function("document.body.dataset.loaded === '0'", timeout=15000)
+            # flagged first, with its landmarks drawn over the image
+            assert page.text_content("#sid") == "face002_1.jpg"
+            assert "shape outlier" in page.text_content("#flag")
+            circles = page.locator("#points circle")
+            assert circles.count() == 68
+            assert page.evaluate("document.getElementById('img').getAttribute('href')") == "/api/image/0"
+            page.wait_for_function("document.getElementById('img').getBBox().width > 0")
+            cx = float(circles.nth(moved_point).get_attribute("cx"))
+            assert abs(cx - original["face002_1.jpg"][moved_point][0]) < 1e-3
+            # drag one point by a known offset in image pixels
+            scale = page.evaluate("document.getElementById('view').getScreenCTM().a")
+            box = circles.nth(moved_point).bounding_box()
+            x0, y0 = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            page.mouse.move(x0 + shift[0] * scale / 2, y0 + shift[1] * scale / 2, steps=3)
+            page.mouse.move(x0 + shift[0] * scale, y0 + shift[1] * scale, steps=3)
+            page.mouse.up()
+            new_cx = float(circles.nth(moved_point).get_attribute("cx"))
+            assert abs(new_cx - (original["face002_1.jpg"][moved_point][0] + shift[0])) < 1.0
+            # accept saves the moved point and goes on to the next sample; drop that one
+            page.click("#accept")
+            page.wait_for_function("document.body.dataset.saved === '1' && document.body.dataset.loaded === '1'")
+            assert page.text_content("#sid") == "face000_1.jpg"
+            page.click("#drop")
+            page.wait_for_function("document.body.dataset.saved === '2' && document.body.dataset.loaded === '2'")
+            assert "1 fixed, 1 dropped" in page.text_content("#counts")
+            # previous shows the dropped sample as dropped
+            page.click("#prev")
+            page.wait_for_function("document.body.dataset.loaded === '1'")
+            assert page.text_content("#status") == "dropped"
+        finally:
+            browser.close()
+
+    side = json.loads(served["sidecar"].read_text())["samples"]
+    assert side["face000_1.jpg"] == {"status": "dropped"}
+    fixed = side["face002_1.jpg"]
+    assert fixed["status"] == "fixed"
+    got = np.array(fixed["landmarks"])
+    want = original["face002_1.jpg"].astype(np.float64)
+    assert np.abs(got[moved_point] - (want[moved_point] + shift)).max() < 1.0
+    others = np.arange(68) != moved_point
+    assert np.abs(got[others] - want[others]).max() < 0.01
+    assert set(side) == {"face000_1.jpg", "face002_1.jpg"}
+
+    # every reader applies it: corrected landmarks, dropped sample left out and counted
+    ds = read_dataset(spec)
+    assert "face000_1.jpg" not in ds.ids() and len(ds) == 3
+    assert any("1 of 4 samples dropped by review" in w for w in ds.warnings)
+    corrected = {s.id: s.landmarks for s in ds}["face002_1.jpg"]
+    assert np.abs(corrected[moved_point] - (want[moved_point] + shift)).max() < 1.0
+    assert len(read_dataset(spec, corrections=False)) == 4
