@@ -119,22 +119,27 @@ def write_copy(ds: Dataset, labels: list[np.ndarray], folder: Path) -> list[str]
     return ids
 
 
-def run_clean(folder: Path, model: str | None, no_model: bool, report: Path | None) -> tuple[dict, float]:
-    cmd = [sys.executable, "-m", "facepoints.cli", "clean", f"300w:{folder}", "--json", "--threads", "1"]
+def run_clean(folder: Path, model: str | None, no_model: bool, report: Path) -> tuple[dict, dict, float]:
+    """``facepoints clean 300w:FOLDER --json --out REPORT``: the printed object, the
+    full ranking (``report.json``) and the wall time."""
+    cmd = [sys.executable, "-m", "facepoints.cli", "clean", f"300w:{folder}", "--json", "--threads", "1",
+           "--out", str(report)]
     if no_model:
         cmd.append("--no-model")
     elif model:
         cmd += ["--model", model]
-    if report:
-        cmd += ["--out", str(report)]
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout), time.time() - t0
+    printed = json.loads(proc.stdout)
+    full = json.loads((report / "report.json").read_text())
+    assert full["flagged"] == printed["flagged"]
+    return printed, full, time.time() - t0
 
 
 def metrics(result: dict, truth: dict[str, str]) -> dict:
+    """``result``: report.json (every sample, ranked)."""
     ranked = [f["id"] for f in result["samples"]]
     k = len(truth)
     top = set(ranked[:k])
@@ -172,7 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", default=None, help="also write each run's report folder under this directory")
     args = ap.parse_args(argv)
 
-    rows, notes = [], []
+    rows = []
+    threshold = model_file = None
     t_all = time.time()
     with tempfile.TemporaryDirectory(prefix="fp-clean-bench-") as tmp:
         for name in args.datasets:
@@ -182,38 +188,36 @@ def main(argv=None) -> int:
             ids = write_copy(ds, labels, folder)
             truth = {ids[i]: kind for i, kind in kinds.items()}
             for mode, no_model in (("model + heuristics", False), ("heuristics only", True)):
-                keep = Path(args.keep) / f"{folder.name}-{'nomodel' if no_model else 'model'}" if args.keep else None
-                res, secs = run_clean(folder, args.model, no_model, keep)
-                if "samples" not in res:  # the --json object lists only the flagged; ranking from report.json
-                    res = _ranked(folder, args.model, no_model, res)
-                m = metrics(res, truth)
-                m["n"], m["seconds"] = res["n"], secs
+                tag = f"{folder.name}-{'nomodel' if no_model else 'model'}"
+                report = (Path(args.keep) if args.keep else Path(tmp) / "reports") / tag
+                printed, full, secs = run_clean(folder, args.model, no_model, report)
+                threshold = full["threshold"]
+                model_file = model_file or full["model"]
+                m = metrics(full, truth)
+                m["n"], m["seconds"] = printed["n"], secs
                 rows.append((name, mode, m))
                 print(f"{name} [{mode}]: P@k=R@k {m['p_at_k']:.3f}, flagged {m['flag_n']} "
                       f"(P {m['flag_p']:.3f}, R {m['flag_r']:.3f}), {secs:.0f}s", flush=True)
                 for t, (r, rf, c) in m["per_type"].items():
                     print(f"    {t:12s} R@k {r:.2f}  R flagged {rf:.2f}  ({c})", flush=True)
-            if res.get("model") is None and not notes:
-                pass
     total = time.time() - t_all
-    model_used = args.model or "src/facepoints/weights/default.safetensors (bundled)"
-    cpu = _cpu_name()
     cmd = "python benchmarks/cleaning.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     text = [
         "# Finding label errors: `facepoints clean` on corrupted data",
         "",
         f"Command: `{cmd}` (from the repository root with the project venv; {total:.0f} s in all)  ",
         f"Date: {dt.date.today().isoformat()}  ",
-        f"Machine: {cpu}, {os.cpu_count()} cores visible, network and torch on 1 thread; {platform.system()} "
+        f"Machine: {_cpu_name()}, {os.cpu_count()} cores visible, network on 1 thread; {platform.system()} "
         f"{platform.release()}; shared with a training run, so times are indicative  ",
-        f"Model: `{model_used}`; threshold {rows[0][2].get('threshold', '') if rows else ''}",
+        f"Model: `{model_file}`; threshold {threshold}",
         "",
         f"Each dataset is copied (labels written in 300-W format, images symlinked) to a temporary folder, "
         f"{args.fraction:.0%} of its samples (seed {args.seed}) are corrupted, split evenly over the five "
-        "error types of the script's docstring, and `facepoints clean 300w:DIR --json` runs on it with the "
-        "model and with `--no-model`. k is the number of corrupted samples; at that k precision and recall "
-        "are the same number. *R@k type* is the share of that type's samples (count in brackets) in the top "
-        "k. *flagged*: samples at or above the threshold, with their precision and recall.",
+        "error types of the script's docstring, and `facepoints clean 300w:DIR --json --out REPORT` runs on it "
+        "with the model and with `--no-model`. k is the number of corrupted samples; at that k precision and "
+        "recall are the same number. *R@k type*: the share of that type's samples (count in brackets) in the "
+        "top k. *flagged*: samples at or above the threshold, with their precision and recall against the "
+        "injected errors (a flagged sample whose original label is itself wrong counts as a false positive).",
         "",
         *_fmt_table(rows),
         "",
@@ -221,13 +225,6 @@ def main(argv=None) -> int:
     Path(args.out).write_text("\n".join(text) + "\n")
     print(f"wrote {args.out}")
     return 0
-
-
-def _ranked(folder, model, no_model, res):
-    """Re-read the full ranking: run again with --out and read report.json."""
-    with tempfile.TemporaryDirectory() as tmp:
-        full, _ = run_clean(folder, model, no_model, Path(tmp))
-        return json.loads((Path(tmp) / "report.json").read_text())
 
 
 def _cpu_name() -> str:

@@ -203,3 +203,28 @@ def test_review_in_a_browser(served, chromium):
     corrected = {s.id: s.landmarks for s in ds}["face002_1.jpg"]
     assert np.abs(corrected[moved_point] - (want[moved_point] + shift)).max() < 1.0
     assert len(read_dataset(spec, corrections=False)) == 4
+
+
+def test_review_command_serves_on_loopback(tmp_path):
+    import sys
+
+    folder = write_300w_folder(tmp_path / "ds", n=2)
+    proc = subprocess.Popen([sys.executable, "-m", "facepoints.cli", "review", f"300w:{folder}", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("open http://"):
+                break
+        url = lines[-1].split()[1]
+        assert url.startswith("http://127.0.0.1:"), lines
+        assert "corrections go to" in "".join(lines) and str(tmp_path / "ds.corrections.json") in "".join(lines)
+        code, body = _request(url + "api/dataset")
+        assert code == 200 and json.loads(body)["n"] == 2
+        code, body = _request(url)
+        assert code == 200 and b"<svg" in body
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -136,3 +136,21 @@ def test_ema_weights_are_what_gets_saved(tmp_path):
         assert torch.equal(v, ema_state[k]), k
     differs = any(not torch.equal(v, raw["model"][k]) for k, v in saved.state_dict().items() if v.is_floating_point())
     assert differs
+
+
+def test_unreadable_training_images_are_reported_together_or_skipped(tmp_path):
+    from typer.testing import CliRunner
+
+    from facepoints.cli import app
+
+    cfg_path = tiny_config(tmp_path, max_steps=1)
+    faces = tmp_path / "faces"
+    for name in ("face002_1.jpg", "face007_1.jpg"):
+        data = (faces / name).read_bytes()
+        (faces / name).write_bytes(data[: len(data) // 3])
+    r = CliRunner().invoke(app, ["train", str(cfg_path), "--no-progress"])
+    assert r.exit_code == 2
+    assert "2 of" in r.output and "face002_1.jpg" in r.output and "face007_1.jpg" in r.output
+    cfg = load_config(cfg_path, {"data.skip_bad_images": True, "output": str(tmp_path / "skip")})
+    train(cfg, progress=False)
+    assert (tmp_path / "skip" / "final.safetensors").is_file()

@@ -184,22 +184,26 @@ class ShapeModel:
             _, _, vt = np.linalg.svd(x - self.mu, full_matrices=False)
             self.modes = vt[:modes]
 
-    def residual(self, shapes: np.ndarray) -> np.ndarray:
-        """Per-point residual (S, N) of complex shapes, in units of the unit-size
-        mean shape, after alignment and projection on the modes."""
+    def fit(self, shapes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For complex shapes (S, N): the per-point residual (S, N) after similarity
+        alignment and projection on the modes, and the model's reconstruction (S, N)
+        of each (complex, in the unit-size frame the residual is measured in)."""
         z = _normalise(shapes)
-        # align twice: to the mean, then to each shape's own model reconstruction
+        # align to the mean, then (twice) to each shape's own reconstruction
         aligned = _align(z, self.mean)
-        for _ in range(2):
+        for _ in range(3):
             x = _real(aligned) - self.mu
-            recon = x - (x @ self.modes.T) @ self.modes
-            target = _complex_from_real(self.mu + (x - recon))
-            a = (np.conj(z) * target).sum(-1) / np.maximum((np.abs(z) ** 2).sum(-1), 1e-12)
+            recon = self.mu + (x @ self.modes.T) @ self.modes
+            a = (np.conj(z) * _complex_from_real(recon)).sum(-1) / np.maximum((np.abs(z) ** 2).sum(-1), 1e-12)
             aligned = a[:, None] * z
         x = _real(aligned) - self.mu
-        r = x - (x @ self.modes.T) @ self.modes
+        proj = (x @ self.modes.T) @ self.modes
+        r = x - proj
         n = z.shape[-1]
-        return np.hypot(r[:, :n], r[:, n:])
+        return np.hypot(r[:, :n], r[:, n:]), _complex_from_real(self.mu + proj)
+
+    def residual(self, shapes: np.ndarray) -> np.ndarray:
+        return self.fit(shapes)[0]
 
 
 def _cmedian(z: np.ndarray, axis=None):
@@ -308,12 +312,13 @@ def _image_sizes(ds: Dataset) -> tuple[np.ndarray, list[str | None]]:
     return sizes, errors
 
 
-def _suspicious_points(pairs: set, typical: dict) -> set:
+def _suspicious_points(pairs: set, expected: dict) -> set:
     """Points of coinciding pairs that make an error: a cluster at one spot holding
-    2 points that are usually apart (median distance over the dataset above 15 % of
-    the face size), or 5 or more points. Points that do touch in real faces (the
-    lids of a closed eye; the inner and outer lips of a closed mouth, up to 4 of
-    them) are usually close."""
+    2 points that the shape model's reconstruction of this face puts apart (by more
+    than a third of the face's RMS radius), or 5 or more points. Points that do touch
+    in real faces (the lids of a closed eye; the inner and outer lips of a closed
+    mouth, up to 4 of them; the far side of a face in profile) are close in the
+    reconstruction too."""
     parent: dict[int, int] = {}
 
     def root(a):
@@ -328,7 +333,7 @@ def _suspicious_points(pairs: set, typical: dict) -> set:
         clusters.setdefault(root(a), set()).add(a)
     out = set()
     for c in clusters.values():
-        if len(c) >= 5 or any(typical.get(p, 0.0) > 0.15 for p in pairs if p[0] in c):
+        if len(c) >= 5 or any(expected.get(p, 0.0) > 1 / 3 for p in pairs if p[0] in c):
             out |= c
     return out
 
@@ -424,7 +429,7 @@ def _shape_checks(checks: _Checks, L, idx, face, sizes, scheme, shape_modes, ds)
     S = len(L)
     Z = _complex(L[idx])
     model = ShapeModel(Z, modes=shape_modes)
-    res = model.residual(Z)  # (k, N), unit-size shapes (RMS radius 1)
+    res, recon = model.fit(Z)  # (k, N), unit-size shapes (RMS radius 1)
 
     def full(v):
         out = np.full(S, np.nan)
@@ -465,18 +470,17 @@ def _shape_checks(checks: _Checks, L, idx, face, sizes, scheme, shape_modes, ds)
     checks.add("size", robust_z(rel, floor=0.25, two_sided=True),
                lambda i: f"size: the face is {np.exp(rel[i]):.3f} of the image size, unusual in this dataset")
 
-    # several points at one spot (pairs that coincide in many samples do not count)
+    # several points at one spot, where the shape model says they should be apart
     pairs = [_coinciding(L[i], max(1e-3 * face[i], 1e-3)) for i in idx]
-    union = set().union(*pairs)
-    fi = np.maximum(face[idx], 1e-9)
-    typical = {(a, b): float(np.median(np.linalg.norm(L[idx, a] - L[idx, b], axis=-1) / fi)) for a, b in union}
     dup = np.zeros(S)
-    for i, ps in zip(idx, pairs):
-        dup[i] = len(_suspicious_points(ps, typical))
+    for k, (i, ps) in enumerate(zip(idx, pairs)):
+        if ps:
+            expected = {(a, b): float(np.abs(recon[k, a] - recon[k, b])) for a, b in ps}
+            dup[i] = len(_suspicious_points(ps, expected))
     # 2 points: as far out as the threshold; each more point adds 1
     checks.add("duplicates", np.where(dup >= 2, DEFAULT_THRESHOLD + dup - 2, 0.0),
-               lambda i: f"duplicates: {int(dup[i])} points sit on top of other points they are usually apart "
-                         f"from")
+               lambda i: f"duplicates: {int(dup[i])} points sit on top of other points the shape model puts "
+                         f"apart")
 
 
 def _box_checks(checks: _Checks, ds, L, has_box, face) -> None:
@@ -542,6 +546,9 @@ def _model_checks(checks: _Checks, L, P, ok, face, scheme) -> None:
                                        f"face size per point from the model's")
 
 
+_DIAGNOSES = ("swapped_lr", "duplicates")
+
+
 def _combine(ds: Dataset, checks: _Checks, hard, hard_text, threshold: float, P) -> list[SampleScore]:
     S = len(ds)
     names = sorted(checks.z)
@@ -553,7 +560,8 @@ def _combine(ds: Dataset, checks: _Checks, hard, hard_text, threshold: float, P)
         score = HARD + len(reasons) if reasons else 0.0
         for k in hard:
             scored[k] = HARD if hard[k][i] else 0.0
-        order = sorted(names, key=lambda k: -scored[k])
+        # a diagnosis (left/right exchanged) first: it explains the shape residual
+        order = sorted(names, key=lambda k: (k not in _DIAGNOSES, -scored[k]))
         if not reasons:
             score = max([scored[k] for k in names] + [0.0])
         for k in order:

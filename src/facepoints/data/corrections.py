@@ -41,7 +41,10 @@ def sidecar_path(path: str | Path) -> Path:
 def load_corrections(path: str | Path) -> dict[str, dict]:
     """The sidecar's ``samples`` mapping, checked; ``{}`` when there is no sidecar."""
     p = Path(path)
-    if not p.is_file():
+    try:
+        if not p.is_file():
+            return {}
+    except (OSError, ValueError):  # a name too long for the file system cannot have a sidecar
         return {}
     try:
         data = json.loads(p.read_text())

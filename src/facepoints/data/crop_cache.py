@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from facepoints.data.crops import crop_matrix, square_from_box, transform_points, warp
-from facepoints.data.images import read_image
+from facepoints.data.images import ImageError, read_image
 from facepoints.data.samples import Dataset, landmark_box
 
 
@@ -27,6 +27,11 @@ class CropCache:
     points: np.ndarray  # (M, N, 2) float32, crop pixel coordinates
     ids: list[str]
     size: int
+    skipped: list[str] = field(default_factory=list)  # "image: reason" of images left out
+    kept: list[int] | None = None  # dataset positions of the cached samples (None: all)
+
+    def positions(self) -> list[int]:
+        return list(range(len(self.ids))) if self.kept is None else self.kept
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -50,7 +55,11 @@ def crop_sample(image: np.ndarray, points: np.ndarray, size: int, scale: float):
 
 
 def build_cache(ds: Dataset, input_size: int, crop_scale: float, context: float = 1.5,
-                cache_dir: str | Path | None = None, progress: bool = True) -> CropCache:
+                cache_dir: str | Path | None = None, progress: bool = True,
+                skip_bad_images: bool = False) -> CropCache:
+    """Crop every sample. Unreadable images are all reported together in one
+    ``ImageError`` (one line per file), or with ``skip_bad_images`` left out of the
+    cache and listed in ``CropCache.skipped``."""
     size = int(round(input_size * context))
     scale = crop_scale * context
     path = None
@@ -67,11 +76,22 @@ def build_cache(ds: Dataset, input_size: int, crop_scale: float, context: float 
         from tqdm import tqdm
 
         it = tqdm(it, desc=f"cropping {ds.name}", unit="img", leave=False)
+    bad: dict[int, str] = {}
     for i in it:
         s = ds.samples[i]
-        images[i], points[i] = crop_sample(read_image(s.image), s.landmarks, size, scale)
-    cache = CropCache(images, points, ds.ids(), size)
-    if path is not None:
+        try:
+            images[i], points[i] = crop_sample(read_image(s.image), s.landmarks, size, scale)
+        except ImageError as e:
+            bad[i] = str(e)
+    if bad and not skip_bad_images:
+        raise ImageError(f"{len(bad)} of {n} training images cannot be read "
+                         "(set data.skip_bad_images: true to leave them out):\n" + "\n".join(bad.values()))
+    keep = [i for i in range(n) if i not in bad]
+    if not bad:  # no copy of the arrays
+        cache = CropCache(images, points, ds.ids(), size)
+    else:
+        cache = CropCache(images[keep], points[keep], [ds.samples[i].id for i in keep], size, list(bad.values()), keep)
+    if path is not None and not bad:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
         np.savez(tmp, images=images, points=points, ids=np.array(cache.ids))

@@ -58,6 +58,7 @@ class DataConfig(_Strict):
     subset: int | None = Field(None, ge=1, description="use at most this many training samples")
     scheme: str | None = None
     skip_missing: bool = False
+    skip_bad_images: bool = Field(False, description="leave out (and count) images that cannot be decoded")
     exclude: str | None = Field(None, description="file of image ids to leave out (one per line, or clean's JSON)")
     cache_dir: str | None = ".cache/facepoints"
     corrections: bool = Field(True, description="apply review corrections (PATH.corrections.json) where present")

@@ -210,11 +210,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         scheme = scheme.with_flip_from_mean_shape(mean)
     m, oc = cfg.model, cfg.optim
     t0 = time.time()
-    train_cache = build_cache(splits.train, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir, progress=progress)
-    val_cache = build_cache(splits.val, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir, progress=progress)
-    val_sources = [s.attributes["source"] for s in splits.val.samples]
+    skip = cfg.data.skip_bad_images
+    train_cache = build_cache(splits.train, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir,
+                              progress=progress, skip_bad_images=skip)
+    val_cache = build_cache(splits.val, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir,
+                            progress=progress, skip_bad_images=skip)
+    repeats = [splits.repeats[i] for i in train_cache.positions()]
+    val_sources = [splits.val.samples[i].attributes["source"] for i in val_cache.positions()]
     if lead:
-        print(f"data: {len(train_cache)} train faces (x repeats: {sum(splits.repeats)} per epoch), "
+        for line in train_cache.skipped + val_cache.skipped:
+            print(f"warning: left out: {line}")
+    if lead:
+        print(f"data: {len(train_cache)} train faces ({sum(repeats)} per epoch with repeats), "
               f"{len(val_cache)} val faces, cropped in {time.time() - t0:.0f}s")
 
     torch.manual_seed(cfg.seed)
@@ -227,7 +234,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     on_heatmaps = getattr(loss_fn, "needs_heatmaps", False)
     opt = _optimizer(model, oc)
 
-    index = np.repeat(np.arange(len(train_cache)), splits.repeats)
+    index = np.repeat(np.arange(len(train_cache)), repeats)
     global_batch = oc.batch_size * world
     steps_per_epoch = max(1, len(index) // global_batch)
     total = steps_per_epoch * oc.epochs
