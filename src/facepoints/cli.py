@@ -12,6 +12,8 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Facial landmarks: train, evaluate and run landmark detectors.")
 
+FlipOpt = typer.Option(None, "--flip/--no-flip",
+                       help="also run the mirrored crop and average (default: as the model file recommends)")
 ModelOpt = typer.Option(None, "--model", "-m", help="model file (.safetensors); default: the bundled model")
 
 
@@ -40,6 +42,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object per image (JSON lines) on stdout"),
     detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
     threads: int = typer.Option(1, help="CPU threads for the network"),
+    flip: Optional[bool] = FlipOpt,
 ):
     """Find every face in each image and its landmarks."""
     import cv2
@@ -50,7 +53,7 @@ def predict(
     from facepoints.models.package import ModelFileError
 
     try:
-        predictor = Predictor.from_file(model, detector=detector, threads=threads)
+        predictor = Predictor.from_file(model, detector=detector, threads=threads, flip=flip)
     except (ModelFileError, ValueError) as e:
         fail(str(e))
     files = _expand_images(images)
@@ -96,6 +99,7 @@ def evaluate(
     ced: Optional[Path] = typer.Option(None, help="write the CED plot to this PNG"),
     skip_missing: bool = typer.Option(False, help="leave out samples whose image is missing (counted)"),
     threads: int = typer.Option(2, help="CPU threads for the network"),
+    flip: Optional[bool] = FlipOpt,
 ):
     """NME (inter-ocular, inter-pupil, box), FR@0.1 and AUC@0.1 on an annotated dataset."""
     import numpy as np
@@ -108,7 +112,7 @@ def evaluate(
     from facepoints.models.package import ModelFileError
 
     try:
-        predictor = Predictor.from_file(model, threads=threads)
+        predictor = Predictor.from_file(model, threads=threads, flip=flip)
         ds = read_dataset(dataset, skip_missing=skip_missing)
         result = run(ds, predictor, use_detector=use_detector, progress=not as_json)
     except (ModelFileError, AnnotationError, ValueError, FileNotFoundError) as e:
@@ -247,6 +251,7 @@ def serve(
     max_concurrency: int = typer.Option(2, help="images decoded and run at the same time"),
     max_upload_mb: float = typer.Option(10.0, help="largest upload accepted, MiB"),
     max_megapixels: float = typer.Option(25.0, help="largest image accepted, megapixels"),
+    flip: Optional[bool] = FlipOpt,
 ):
     """Serve landmarks over HTTP: POST /v1/landmarks (multipart field 'image'),
     GET /healthz, OpenAPI schema at /openapi.json."""
@@ -257,7 +262,7 @@ def serve(
     from facepoints.models.package import ModelFileError
 
     try:
-        predictor = Predictor.from_file(model, detector=detector, threads=threads)
+        predictor = Predictor.from_file(model, detector=detector, threads=threads, flip=flip)
     except (ModelFileError, ValueError, ImportError) as e:
         fail(str(e))
     api = create_app(predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),

@@ -173,7 +173,8 @@ class ReviewState:
             else:
                 self.corrections[s.id] = entry
             save_corrections(self.sidecar, self.corrections, self.spec)
-        return {"sample": self.sample(k), "counts": self.counts()}
+            counts = self.counts()
+        return {"sample": self.sample(k), "counts": counts}
 
 
 def page() -> bytes:

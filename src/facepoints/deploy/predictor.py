@@ -27,7 +27,8 @@ class Predictor:
     of how a detector draws its boxes, at the cost of one more network pass.
 
     ``flip``: also run the mirrored crop and average the two (re-indexed through the
-    scheme): test-time augmentation, twice the network cost.
+    scheme): test-time augmentation, twice the network cost. ``None``: what the model
+    file recommends (``info.recipe["inference"]["flip"]``, chosen on validation data).
 
     ``model``: a PyTorch module, or any backend callable ``run(batch) -> landmarks``
     (float32 ``(B, 3, S, S)`` in [0, 1] -> ``(B, P, 2)`` crop units), e.g.
@@ -35,7 +36,7 @@ class Predictor:
     """
 
     def __init__(self, model, info: ModelInfo, detector: str | object | None = "yunet",
-                 device: str = "cpu", refine: int = 1, threads: int | None = None, flip: bool = False):
+                 device: str = "cpu", refine: int = 1, threads: int | None = None, flip: bool | None = None):
         if threads:
             torch.set_num_threads(threads)
         if isinstance(model, torch.nn.Module):
@@ -47,6 +48,8 @@ class Predictor:
         self.scheme = info.landmark_scheme
         self.device = device
         self.refine = refine
+        if flip is None:
+            flip = bool(info.recipe.get("inference", {}).get("flip", False))
         self.flip = flip and self.scheme.has_flip
         self._detector_spec = detector
         self._detector = None if isinstance(detector, (str, type(None))) else detector

@@ -102,6 +102,12 @@ class OptimConfig(_Strict):
                               "with this decay (e.g. 0.999); it is what gets validated and saved")
 
 
+class InferenceConfig(_Strict):
+    """Inference defaults stored in the model file (a user can still override them)."""
+
+    flip: bool = Field(False, description="average each prediction with that of the mirrored crop")
+
+
 class TrainConfig(_Strict):
     """The whole recipe; see configs/*.yaml for examples."""
 
@@ -113,6 +119,7 @@ class TrainConfig(_Strict):
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     augment: AugmentConfig = AugmentConfig()
+    inference: InferenceConfig = InferenceConfig()
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cuda when available under auto")
     amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on the CPU)")

@@ -268,7 +268,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
 
     info = ModelInfo(scheme=scheme.to_dict(), backbone=m.backbone, head=m.head, input_size=m.input_size,
                      crop_scale=m.crop_scale, training_data=cfg.note or "; ".join(s.spec for s in cfg.data.train),
-                     recipe={"config": cfg.model_dump(), "model_kwargs": model_kwargs, "world_size": world})
+                     recipe={"config": cfg.model_dump(), "model_kwargs": model_kwargs, "world_size": world,
+                             "inference": cfg.inference.model_dump()})
     transform = build_transform(cfg.augment, m.input_size, train=True)
     data = CropDataset(train_cache, transform, scheme, m.input_size)
     metrics: dict = {}
