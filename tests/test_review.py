@@ -228,3 +228,18 @@ def test_review_command_serves_on_loopback(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_training_splits_apply_corrections_unless_told_not_to(tmp_path):
+    from facepoints.training.config import TrainConfig
+    from facepoints.training.loop import make_splits
+
+    folder = write_300w_folder(tmp_path / "ds", n=3)
+    sidecar_path(folder).write_text(json.dumps({"samples": {"face001_1.jpg": {"status": "dropped"}}}))
+
+    def ids(**data):
+        cfg = TrainConfig.model_validate({"data": {"train": [f"300w:{folder}"], "val_fraction": 0.0, **data}})
+        return make_splits(cfg).train.ids()
+
+    assert ids() == ["face000_1.jpg", "face002_1.jpg"]
+    assert ids(corrections=False) == ["face000_1.jpg", "face001_1.jpg", "face002_1.jpg"]
