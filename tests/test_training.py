@@ -154,3 +154,22 @@ def test_unreadable_training_images_are_reported_together_or_skipped(tmp_path):
     cfg = load_config(cfg_path, {"data.skip_bad_images": True, "output": str(tmp_path / "skip")})
     train(cfg, progress=False)
     assert (tmp_path / "skip" / "final.safetensors").is_file()
+
+
+def test_init_from_starts_from_the_given_weights(tmp_path):
+    import torch
+
+    first = load_config(tiny_config(tmp_path), {"max_steps": 2})
+    train(first, progress=False)
+    start, _ = load_model(tmp_path / "run" / "final.safetensors")
+    second = load_config(tiny_config(tmp_path), {"output": str(tmp_path / "ft"), "max_steps": 1,
+                                                 "model.init_from": str(tmp_path / "run" / "final.safetensors"),
+                                                 "optim.lr": 1e-12, "optim.weight_decay": 0.0})
+    train(second, progress=False)
+    tuned, _ = load_model(tmp_path / "ft" / "final.safetensors")
+    for (k, a), b in zip(start.named_parameters(), tuned.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)
+    bad = load_config(tiny_config(tmp_path), {"output": str(tmp_path / "bad"), "model.backbone": "resnet18",
+                                              "model.init_from": str(tmp_path / "run" / "final.safetensors")})
+    with pytest.raises(ValueError, match="cannot start"):
+        train(bad, progress=False)

@@ -78,6 +78,8 @@ class ModelConfig(_Strict):
     head: Literal["regression", "heatmap"] = "regression"
     coordconv: bool = Field(False, description="CoordConv layer at the start of the head")
     heatmap_beta: float = Field(1.0, gt=0, description="soft-argmax sharpness of the heatmap head")
+    init_from: str | None = Field(None, description="start from this model file's weights (fine-tuning); "
+                                  "its architecture must match")
     input_size: int = Field(128, ge=32, le=512)
     crop_scale: float = Field(1.25, ge=1.0, le=2.5, description="crop side / longest side of the landmark box")
     dropout: float = Field(0.0, ge=0, lt=1)

@@ -229,7 +229,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                     "heatmap_beta": m.heatmap_beta}
     model = build_model(m.backbone, scheme.num_points, m.head, m.pretrained, **model_kwargs)
     o = (train_cache.size - m.input_size) // 2
-    model.head.init_mean_shape(torch.from_numpy((train_cache.points.mean(0) - o) / (m.input_size - 1)).float())
+    if m.init_from:
+        from facepoints.models.package import ModelFileError, load_model
+
+        start, start_info = load_model(m.init_from)
+        if (start_info.backbone, start_info.head, start_info.landmark_scheme.num_points) != (m.backbone, m.head, scheme.num_points):
+            raise ModelFileError(f"{m.init_from}: a {start_info.backbone}/{start_info.head} model with "
+                                 f"{start_info.landmark_scheme.num_points} points cannot start a "
+                                 f"{m.backbone}/{m.head} run with {scheme.num_points}")
+        model.load_state_dict(start.state_dict())
+    else:
+        model.head.init_mean_shape(torch.from_numpy((train_cache.points.mean(0) - o) / (m.input_size - 1)).float())
     loss_fn = build_loss(cfg.loss.name, input_size=m.input_size, w=cfg.loss.w, eps=cfg.loss.eps)
     on_heatmaps = getattr(loss_fn, "needs_heatmaps", False)
     opt = _optimizer(model, oc)
