@@ -104,12 +104,17 @@ def speed(args, samples, dlib) -> list[str]:
     onnx_path = Path(tempfile.mkdtemp()) / "m.onnx"
     write_onnx(fuse_batchnorm(model)[0], info, onnx_path)
     per_face = {
-        "facepoints PyTorch fp32": Predictor(model, info, detector=None, threads=1),
-        "facepoints PyTorch fp32, BN fused": Predictor(fuse_batchnorm(model)[0], info, detector=None, threads=1),
-        "facepoints ONNX Runtime fp32": Predictor.from_file(onnx_path, detector=None, threads=1),
+        "facepoints PyTorch fp32": Predictor(model, info, detector=None, threads=1, flip=False),
+        "facepoints PyTorch fp32, BN fused": Predictor(fuse_batchnorm(model)[0], info, detector=None, threads=1,
+                                                       flip=False),
+        "facepoints ONNX Runtime fp32": Predictor.from_file(onnx_path, detector=None, threads=1, flip=False),
+        "facepoints ONNX Runtime fp32 + flip TTA": Predictor.from_file(onnx_path, detector=None, threads=1, flip=True),
     }
     per_image = {
-        "facepoints: YuNet + ONNX Runtime (refine 1)": Predictor.from_file(onnx_path, threads=1),
+        "facepoints: YuNet + ONNX Runtime, flip TTA, refine 1 (the CLI default)":
+            Predictor.from_file(onnx_path, threads=1, flip=True, refine=1),
+        "facepoints: YuNet + ONNX Runtime, no flip, refine 0 (fastest)":
+            Predictor.from_file(onnx_path, threads=1, flip=False, refine=0),
     }
     times = {k: [] for k in [*per_face, *per_image]}
     dlib_face, dlib_image = [], []
@@ -172,8 +177,8 @@ def main():
         "YTF val (persons held out)": [s for s in val.samples if s.attributes["source"].startswith("ytf:")],
     }
     variants = {
-        "facepoints (GT box)": dict(refine=0, flip=False),
-        "facepoints + flip TTA (GT box)": dict(refine=0, flip=True),
+        "facepoints, no flip (GT box)": dict(refine=0, flip=False),
+        "facepoints + flip TTA (GT box; the model's default)": dict(refine=0, flip=True),
     }
     dlib = dlib_runner()
     lines = []

@@ -32,8 +32,6 @@ BROKEN = {
 
 
 def _break(folder):
-    rng = np.random.default_rng(1)
-
     def edit(name, fn):
         p = folder / name.replace(".jpg", ".pts")
         write_pts(fn(read_pts(p).astype(np.float64)), p)
@@ -66,7 +64,6 @@ def _break(folder):
         return q
 
     edit("face005_1.jpg", pile)
-    del rng
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +212,20 @@ def test_out_of_fold_hook_never_predicts_a_sample_with_a_model_that_saw_it(faces
     assert all(sum(s.id not in t for t in seen) == 1 for s in ds.samples)
     rep = score_dataset(ds, predictions=pred, model_name="out of fold")
     assert rep.model == "out of fold" and "model_local" in rep.ranked[0].checks
+
+
+def test_box_far_from_its_landmarks_is_flagged(faces):
+    from facepoints.data.samples import landmark_box
+
+    ds = read_dataset(f"300w:{faces}")
+    rng = np.random.default_rng(0)
+    samples = []
+    for s in ds.samples:
+        box = landmark_box(s.landmarks) + rng.normal(0, 1.0, 4).astype(np.float32)  # a detector's box, roughly
+        if s.id == "face010_1.jpg":
+            box = box + np.float32(40.0)  # half a face off
+        samples.append(Sample(s.image, s.landmarks, s.id, box=box))
+    rep = score_dataset(Dataset(ds.name, ds.scheme, samples))
+    r = next(r for r in rep.ranked if r.id == "face010_1.jpg")
+    assert r.flagged and any(t.startswith("box_mismatch") for t in r.reasons)
+    assert all(r.checks["box_mismatch"] < DEFAULT_THRESHOLD for r in rep.ranked if r.id != "face010_1.jpg")

@@ -337,7 +337,7 @@ def clean(
     no_model: bool = typer.Option(False, "--no-model", help="heuristics only: no model residuals"),
     as_json: bool = typer.Option(False, "--json", help='print one JSON object on stdout: {"n", "flagged": [{"id", "score", "reasons"}]}'),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write report.csv, report.json and report.html here"),
-    threshold: Optional[float] = typer.Option(None, help="flag samples scoring at least this (robust z units); default 6"),
+    threshold: Optional[float] = typer.Option(None, help="flag samples scoring at least this (robust z units); default 5"),
     margin: float = typer.Option(0.1, help="points may lie this fraction of the image size outside it"),
     skip_missing: bool = typer.Option(False, help="leave out samples whose image is missing (counted)"),
     threads: int = typer.Option(1, help="CPU threads for the network"),
