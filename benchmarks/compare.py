@@ -166,7 +166,8 @@ def main():
     ap.add_argument("--config", default="configs/default.yaml")
     ap.add_argument("--model", default=None, help="model file (default: the bundled one)")
     ap.add_argument("--out", default="benchmarks/compare.md")
-    ap.add_argument("--speed-images", type=int, default=60, help="images for the speed section")
+    ap.add_argument("--speed-images", type=int, default=60, help="images for the speed section (0: skip it)")
+    ap.add_argument("--no-dlib", action="store_true", help="leave dlib out")
     ap.add_argument("--limit", type=int, default=None, help="at most this many faces per subset")
     args = ap.parse_args()
 
@@ -178,9 +179,9 @@ def main():
     }
     variants = {
         "facepoints, no flip (GT box)": dict(refine=0, flip=False),
-        "facepoints + flip TTA (GT box; the model's default)": dict(refine=0, flip=True),
+        "facepoints + flip TTA (GT box)": dict(refine=0, flip=True),
     }
-    dlib = dlib_runner()
+    dlib = None if args.no_dlib else dlib_runner()
     lines = []
     for title, samples in subsets.items():
         samples = samples[: args.limit] if args.limit else samples
@@ -206,7 +207,8 @@ def main():
                              time.perf_counter() - t) + " (ms include HOG detection)")
         print("\n".join(lines[-(len(variants) + 2 * (dlib is not None)):]), flush=True)
 
-    lines += speed(args, subsets["300-W val (AFW + HELEN photos held out)"][: args.speed_images], dlib)
+    if args.speed_images:
+        lines += speed(args, subsets["300-W val (AFW + HELEN photos held out)"][: args.speed_images], dlib)
     cpu = subprocess.run("lscpu | grep 'Model name' | cut -d: -f2", shell=True, capture_output=True, text=True).stdout.strip()
     head = [
         "# facepoints vs dlib: accuracy on the validation split, CPU speed\n",
