@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facepoints.data.crops import box_iou
 from facepoints.data.images import read_image
 from facepoints.data.samples import landmark_box
 from facepoints.deploy.predictor import Predictor
@@ -62,17 +63,11 @@ def dlib_runner():
         predictor was trained on), falling back to the mapped box when HOG misses."""
         x0, y0, x1, y1 = dlib_box_from_landmark_box(box)
         if own_detector:
-            best, best_iou = None, 0.3
-            for r in hog(img, 1):
-                d = np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64)
-                iw = max(0.0, min(d[2], x1) - max(d[0], x0))
-                ih = max(0.0, min(d[3], y1) - max(d[1], y0))
-                inter = iw * ih
-                iou = inter / ((d[2] - d[0]) * (d[3] - d[1]) + (x1 - x0) * (y1 - y0) - inter)
-                if iou > best_iou:
-                    best, best_iou = d, iou
-            if best is not None:
-                x0, y0, x1, y1 = best
+            dets = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in hog(img, 1)], np.float64)
+            if len(dets):
+                ious = box_iou(dets, (x0, y0, x1, y1))
+                if ious.max() > 0.3:
+                    x0, y0, x1, y1 = dets[int(np.argmax(ious))]
         shape = sp(img, dlib.rectangle(*(int(round(v)) for v in (x0, y0, x1, y1))))
         return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
 

@@ -43,6 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facepoints.data.crops import box_iou
 from facepoints.data.formats import read_pts
 from facepoints.data.images import read_image
 from facepoints.data.samples import landmark_box
@@ -70,15 +71,6 @@ def load_faces(folder: Path, every: int = 1) -> list[Face]:
     return faces
 
 
-def iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(b[:, 2], box[2]) - np.maximum(b[:, 0], box[0]), 0, None)
-    iy = np.clip(np.minimum(b[:, 3], box[3]) - np.maximum(b[:, 1], box[1]), 0, None)
-    inter = ix * iy
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) + (box[2] - box[0]) * (box[3] - box[1]) - inter
-    return inter / np.maximum(area, 1e-9)
-
-
 def centre_inside(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     b = np.asarray(boxes).reshape(-1, 4)
@@ -90,7 +82,7 @@ def match(raw: np.ndarray, gt: np.ndarray) -> int | None:
     inside = np.flatnonzero(centre_inside(raw, gt))
     if not len(inside):
         return None
-    return int(inside[np.argmax(iou(raw[inside], gt))])
+    return int(inside[np.argmax(box_iou(raw[inside], gt))])
 
 
 def run_detector(det, faces: list[Face], images: dict) -> tuple[list[np.ndarray], float]:
@@ -111,13 +103,13 @@ def evaluate(raw: list[np.ndarray], faces: list[Face], cal: BoxCalibration) -> d
     for boxes, f in zip(raw, faces):
         gt = f.box
         calb = cal.apply(boxes) if len(boxes) else boxes
-        ov = iou(calb, gt) if len(boxes) else np.zeros(0)
+        ov = box_iou(calb, gt) if len(boxes) else np.zeros(0)
         found += bool(len(ov) and ov.max() >= 0.5)
         centre += bool(centre_inside(boxes, gt).any())
         others += int((ov < 0.3).sum())
         m = match(boxes, gt)
         if m is not None:
-            ious_raw.append(iou(boxes[m], gt)[0])
+            ious_raw.append(box_iou(boxes[m], gt)[0])
             ious_cal.append(ov[m])
             c = calb[m]
             side = max(gt[2] - gt[0], gt[3] - gt[1])

@@ -44,3 +44,10 @@ def test_crop_sample_centres_the_face():
     np.testing.assert_allclose(box_c, [47.5, 47.5], atol=1e-3)
     # the longer side of the landmark box (120 px) fills 1/1.25 of the crop
     assert (p.max(0) - p.min(0)).max() == pytest.approx(120 * 96 / 150, abs=1e-3)
+
+
+def test_box_iou_by_hand():
+    from facepoints.data.crops import box_iou
+
+    got = box_iou([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], (0, 0, 10, 10))
+    np.testing.assert_allclose(got, [1.0, 50 / 150, 0.0])

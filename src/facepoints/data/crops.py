@@ -44,3 +44,13 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 def invert(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(matrix)
+
+
+def box_iou(boxes, box) -> np.ndarray:
+    """Intersection over union of each of ``boxes`` (K, 4) with ``box``, all x0, y0, x1, y1."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(b[:, 2], box[2]) - np.maximum(b[:, 0], box[0]), 0, None)
+    iy = np.clip(np.minimum(b[:, 3], box[3]) - np.maximum(b[:, 1], box[1]), 0, None)
+    inter = ix * iy
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) + (box[2] - box[0]) * (box[3] - box[1]) - inter
+    return inter / np.maximum(area, 1e-9)

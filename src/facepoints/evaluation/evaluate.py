@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facepoints.data.crops import box_iou
 from facepoints.data.images import ImageError, read_image
 from facepoints.data.samples import Dataset, landmark_box
 from facepoints.deploy.predictor import Predictor
@@ -23,16 +24,6 @@ class Evaluation:
     ids: list[str]
     predictions: np.ndarray  # (M, P, 2), NaN where nothing was predicted
     errors: np.ndarray  # (M,) NME by the primary normaliser, NaN where missed
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x0 = np.maximum(a[:, 0], b[0])
-    y0 = np.maximum(a[:, 1], b[1])
-    x1 = np.minimum(a[:, 2], b[2])
-    y1 = np.minimum(a[:, 3], b[3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[2] - b[0]) * (b[3] - b[1])
-    return inter / np.maximum(area - inter, 1e-9)
 
 
 def evaluate(ds: Dataset, predictor: Predictor, use_detector: bool = False, progress: bool = False) -> Evaluation:
@@ -60,7 +51,7 @@ def evaluate(ds: Dataset, predictor: Predictor, use_detector: bool = False, prog
             continue
         faces = predictor.predict(img)
         if faces:
-            ious = _iou(np.array([f["box"] for f in faces], np.float32), box)
+            ious = box_iou(np.array([f["box"] for f in faces], np.float32), box)
             # Detector boxes and landmark boxes differ in convention; the face whose
             # box overlaps the ground truth most is the one that was annotated.
             k = int(np.argmax(ious))
