@@ -385,5 +385,39 @@ def clean(
     for w in report.warnings:
         typer.echo(f"warning: {w}", err=True)
 
+@app.command("label")
+def label_cmd(
+    inputs: list[Path] = typer.Argument(..., help="photos, folders or videos"),
+    out: str = typer.Option(..., "--out", "-o", help="FORMAT:PATH to write, e.g. 300w:labelled/ or csv:labelled/labels.csv"),
+    teacher: str = typer.Option("model", help="who labels: 'model' (facepoints) or 'dlib' (needs the dlib extra)"),
+    model: Optional[Path] = ModelOpt,
+    every: int = typer.Option(1, min=1, help="for videos: label every N-th frame"),
+    min_confidence: float = typer.Option(0.0, help="leave out faces below this confidence (counted)"),
+    threads: int = typer.Option(2, help="CPU threads for the network"),
+):
+    """Detect faces in new photos or video frames and write pseudo-labels as a dataset,
+    with a per-face confidence in confidence.csv beside it."""
+    from facepoints.data.formats import parse_spec, write_dataset
+    from facepoints.data.labeling import label, write_confidence
+    from facepoints.deploy.predictor import Predictor
+    from facepoints.models.package import ModelFileError
+
+    try:
+        _, path = parse_spec(out)
+        predictor = Predictor.from_file(model, threads=threads)
+        folder = path.parent if path.suffix else path
+        result = label(inputs, predictor, folder, teacher=teacher, every=every, min_confidence=min_confidence)
+        write_dataset(result.dataset, out)
+    except (ModelFileError, ValueError, ImportError) as e:
+        fail(str(e))
+    write_confidence(result, folder / "confidence.csv")
+    for e in result.errors:
+        typer.echo(f"error: {e}", err=True)
+    typer.echo(f"{len(result.dataset)} face(s) labelled into {out}; confidences in {folder / 'confidence.csv'}"
+               + (f"; {result.below_threshold} below --min-confidence left out" if result.below_threshold else ""))
+    if result.errors:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

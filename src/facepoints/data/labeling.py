@@ -1,0 +1,131 @@
+"""Auto-labelling: photos or video frames in, a pseudo-labelled dataset out.
+
+Every detected face becomes a sample named the 300-W way, ``PHOTO_K.jpg`` (face K of
+PHOTO, a copy of the photo; for a video, PHOTO is ``VIDEO_fFRAME``), so any dataset
+format can hold several faces of one photo and a split keeps them together. Each face
+gets a confidence in [0, 1]: the detector's score times an agreement term,
+``exp(-d / 0.05)``, where ``d`` is the mean distance, in face sizes (sqrt of the
+landmark box area), between two independent answers: the teacher's and the model's
+on the mirrored crop (teacher ``model``), or dlib's and the model's (teacher ``dlib``).
+Confidences are written to ``confidence.csv`` beside the dataset; nothing is left out
+unless ``min_confidence`` asks for it, and then the count is reported.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facepoints.data.formats import IMAGE_SUFFIXES
+from facepoints.data.images import ImageError, read_image
+from facepoints.data.samples import Dataset, Sample, landmark_box
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+
+@dataclass
+class LabelResult:
+    dataset: Dataset
+    confidence: dict[str, float]
+    errors: list[str] = field(default_factory=list)  # unreadable inputs, one line each
+    below_threshold: int = 0
+
+
+def iter_frames(inputs, every: int = 1):
+    """(photo name, RGB image or ImageError) for image files, folders and videos
+    (every ``every``-th frame)."""
+    for p in map(Path, inputs):
+        if p.is_dir():
+            yield from iter_frames(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES),
+                                   every)
+        elif p.suffix.lower() in VIDEO_SUFFIXES:
+            cap = cv2.VideoCapture(str(p))
+            if not cap.isOpened():
+                yield p.stem, ImageError(f"{p}: cannot open video")
+                continue
+            k = 0
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                if k % every == 0:
+                    yield f"{p.stem}_f{k:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                k += 1
+            cap.release()
+        else:
+            try:
+                yield p.stem, read_image(p)
+            except ImageError as e:
+                yield p.stem, e
+
+
+def _dlib_teacher():
+    try:
+        import dlib
+        import face_recognition_models
+    except ImportError as e:
+        raise ImportError("the dlib teacher needs: pip install dlib-bin face_recognition_models 'setuptools<81'") from e
+    sp = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+
+    def run(img, det_box):
+        shape = sp(img, dlib.rectangle(*(int(round(v)) for v in det_box)))
+        return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+
+    return run
+
+
+def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int = 1,
+          min_confidence: float = 0.0) -> LabelResult:
+    """Detect and label every face; face images are written to ``out_dir``."""
+    if teacher not in ("model", "dlib"):
+        raise ValueError(f"teacher must be 'model' or 'dlib', not {teacher!r}")
+    dlib_run = _dlib_teacher() if teacher == "dlib" else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples, conf, errors, dropped = [], {}, [], 0
+    use_flip, predictor.flip = predictor.flip, False  # the mirrored pass is done here, as the probe
+    try:
+        for photo, img in iter_frames(inputs, every):
+            if isinstance(img, ImageError):
+                errors.append(str(img))
+                continue
+            for k, face in enumerate(predictor.predict(img), 1):
+                plain = np.asarray(face["landmarks"], np.float32)
+                box = landmark_box(plain)
+                if dlib_run is not None:
+                    pts, other = dlib_run(img, face["box"]), plain
+                else:
+                    other = _mirrored_prediction(predictor, img, box)
+                    pts = (plain + other) / 2 if use_flip else plain
+                size = float(np.sqrt(max(np.prod(box[2:] - box[:2]), 1.0)))
+                d = float(np.linalg.norm(pts - other, axis=1).mean() / size)
+                c = float(face["score"]) * float(np.exp(-d / 0.05))
+                if c < min_confidence:
+                    dropped += 1
+                    continue
+                name = f"{photo}_{k}.jpg"
+                cv2.imwrite(str(out_dir / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+                samples.append(Sample(out_dir / name, pts, name, source=f"label:{photo}", attributes={"group": photo}))
+                conf[name] = round(c, 4)
+    finally:
+        predictor.flip = use_flip
+    return LabelResult(Dataset(str(out_dir), predictor.scheme, samples), conf, errors, dropped)
+
+
+def _mirrored_prediction(predictor, img: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The model's answer on the mirrored image, mapped back (the flip-consistency probe)."""
+    w = img.shape[1]
+    fbox = np.array([w - 1 - box[2], box[1], w - 1 - box[0], box[3]], np.float32)
+    pts = predictor.landmarks_in_boxes(np.ascontiguousarray(img[:, ::-1]), fbox[None])[0]
+    return predictor.scheme.flip_landmarks(pts, w)
+
+
+def write_confidence(result: LabelResult, path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "confidence"])
+        for s in result.dataset.samples:
+            w.writerow([s.id, result.confidence[s.id]])
