@@ -173,3 +173,20 @@ def test_init_from_starts_from_the_given_weights(tmp_path):
                                               "model.init_from": str(tmp_path / "run" / "final.safetensors")})
     with pytest.raises(ValueError, match="cannot start"):
         train(bad, progress=False)
+
+
+def test_cli_set_overrides_any_key_and_is_validated(tmp_path):
+    from typer.testing import CliRunner
+
+    from facepoints.cli import app
+
+    cfg_path = tiny_config(tmp_path, max_steps=1)
+    r = CliRunner().invoke(app, ["train", str(cfg_path), "--no-progress", "--set", "model.input_size=7"])
+    assert r.exit_code == 2 and "input_size" in r.output
+    r = CliRunner().invoke(app, ["train", str(cfg_path), "--no-progress", "--set", "model.input_size"])
+    assert r.exit_code == 2 and "KEY=VALUE" in r.output
+    r = CliRunner().invoke(app, ["train", str(cfg_path), "--no-progress", "--set", "model.input_size=40",
+                                 "--set", "optim.epochs=1"])
+    assert r.exit_code == 0, r.output
+    _, info = load_model(tmp_path / "run" / "final.safetensors")
+    assert info.input_size == 40

@@ -146,13 +146,21 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue from OUTPUT/last.pt"),
     output: Optional[str] = typer.Option(None, help="override the config's output folder"),
     epochs: Optional[int] = typer.Option(None, help="override optim.epochs"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override any config key, e.g. --set model.input_size=96"),
     progress: bool = typer.Option(True, help="progress bars"),
 ):
     """Train a landmark model from a YAML config; writes OUTPUT/best.safetensors."""
     from facepoints.training.config import ConfigError, load_config
     from facepoints.training.loop import train as run
 
+    import yaml
+
     overrides = {k: v for k, v in {"output": output, "optim.epochs": epochs}.items() if v is not None}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = yaml.safe_load(value)
     try:
         cfg = load_config(config, overrides)
         best = run(cfg, resume=resume, progress=progress and sys.stderr.isatty())
