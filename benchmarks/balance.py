@@ -8,7 +8,7 @@ and one trained with it (same data, same seed, so the same validation split).
 Each validation face is put in a bucket by the absolute yaw of its ground-truth
 landmarks (``facepoints.data.pose``, generic 3-D face); every model sees the same
 faces with the ground-truth landmark box (the standard protocol, as in
-benchmarks/validation.py). Writes a markdown table to --out.
+benchmarks/compare.py). Writes a markdown table to --out.
 """
 
 from __future__ import annotations

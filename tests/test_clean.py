@@ -229,3 +229,28 @@ def test_box_far_from_its_landmarks_is_flagged(faces):
     r = next(r for r in rep.ranked if r.id == "face010_1.jpg")
     assert r.flagged and any(t.startswith("box_mismatch") for t in r.reasons)
     assert all(r.checks["box_mismatch"] < DEFAULT_THRESHOLD for r in rep.ranked if r.id != "face010_1.jpg")
+
+
+def test_out_of_fold_cleaning_from_the_cli(tmp_path):
+    """--folds trains k small models, each scoring only faces it never saw."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from facepoints.cli import app
+    from helpers import write_300w_folder
+
+    data = write_300w_folder(tmp_path / "faces", n=10)
+    cfg = tmp_path / "fold.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "output": str(tmp_path / "unused"), "data": {"train": [f"300w:{data}"], "cache_dir": None},
+        "model": {"backbone": "mobilenet_v3_small", "input_size": 40},
+        "optim": {"batch_size": 4, "epochs": 1}, "threads": 1,
+    }))
+    r = CliRunner().invoke(app, ["clean", f"300w:{data}", "--folds", "2", "--fold-config", str(cfg), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)  # one JSON object, training chatter goes to stderr
+    assert report["n"] == 10 and report["model"].startswith("2-fold models")
+    r = CliRunner().invoke(app, ["clean", f"300w:{data}", "--folds", "2"])
+    assert r.exit_code == 2 and "--fold-config" in r.output

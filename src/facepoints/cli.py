@@ -349,6 +349,9 @@ def clean(
     margin: float = typer.Option(0.1, help="points may lie this fraction of the image size outside it"),
     skip_missing: bool = typer.Option(False, help="leave out samples whose image is missing (counted)"),
     threads: int = typer.Option(1, help="CPU threads for the network"),
+    folds: int = typer.Option(0, help="out-of-fold model residuals: train this many models (k-fold by group) "
+                              "with --fold-config, each scoring the faces it never saw (0: use --model)"),
+    fold_config: Optional[Path] = typer.Option(None, help="training config for the fold models (its data section is ignored)"),
 ):
     """Find suspicious annotations: score every sample with label heuristics and a
     model's residuals, rank them, and report the flagged ones with their reasons.
@@ -364,15 +367,20 @@ def clean(
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     try:
         ds = read_dataset(dataset, skip_missing=skip_missing)
-        predictor, name = None, None
-        if not no_model:
+        predictor, name, predictions = None, None, None
+        if folds:
+            if fold_config is None:
+                fail("--folds needs --fold-config (a training config for the fold models)")
+            predictions = _out_of_fold(ds, fold_config, folds, threads)
+            name = f"{folds}-fold models from {fold_config}"
+        elif not no_model:
             from facepoints.deploy.predictor import Predictor
 
             path = model or BUNDLED
             if not Path(path).is_file():
                 fail(f"{path}: no such model file; pass --model, or --no-model for the heuristics alone")
             predictor, name = Predictor.from_file(path, detector=None, threads=threads), str(path)
-        report = score_dataset(ds, predictor, threshold=threshold, margin=margin, model_name=name,
+        report = score_dataset(ds, predictor, predictions, threshold=threshold, margin=margin, model_name=name,
                                progress=not as_json and sys.stderr.isatty())
     except (ModelFileError, AnnotationError, ValueError, FileNotFoundError) as e:
         fail(str(e))
@@ -392,6 +400,33 @@ def clean(
             typer.echo(f"wrote {out}/report.csv, report.json, report.html")
     for w in report.warnings:
         typer.echo(f"warning: {w}", err=True)
+
+def _out_of_fold(ds, config: Path, k: int, threads: int):
+    """Train ``k`` models, each without one fold, and predict that fold."""
+    import contextlib
+    import tempfile
+
+    from facepoints.data.cleaning import out_of_fold_predictions
+    from facepoints.data.samples import Dataset
+    from facepoints.deploy.predictor import Predictor
+    from facepoints.training.config import load_config
+    from facepoints.training.loop import Splits, train
+
+    base = load_config(config)
+    work = Path(tempfile.mkdtemp(prefix="facepoints-folds-"))
+    counter = iter(range(k))
+
+    def make_predictor(train_ds):
+        cfg = base.model_copy(deep=True)
+        cfg.output = str(work / f"fold{next(counter)}")
+        cfg.threads = threads
+        splits = Splits(train_ds, Dataset("val", train_ds.scheme, []), [1] * len(train_ds))
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is for --json
+            best = train(cfg, progress=False, splits=splits)
+        return Predictor.from_file(best, detector=None, threads=threads)
+
+    return out_of_fold_predictions(ds, make_predictor, k=k)
+
 
 @app.command("label")
 def label_cmd(

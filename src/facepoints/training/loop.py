@@ -181,11 +181,13 @@ def replicas_identical(model) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits: Splits | None = None) -> Path:
     """Train, writing ``last.pt`` (checkpoint), ``best.safetensors`` and ``final.safetensors``
     (model files), ``metrics.jsonl`` and ``config.yaml`` into ``cfg.output``. Returns the
     path of the best model file. Under ``torchrun`` every rank trains on its shard of
-    each global batch (DDP); rank 0 alone validates, logs and writes files."""
+    each global batch (DDP); rank 0 alone validates, logs and writes files.
+    ``splits``: train on these datasets instead of the config's ``data`` sources
+    (used by out-of-fold cleaning)."""
     rank, world = _distributed()
     lead = rank == 0
     device = _device(cfg, rank)
@@ -203,7 +205,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
 
-    splits = make_splits(cfg)
+    splits = splits or make_splits(cfg)
     scheme = splits.train.scheme
     if cfg.augment.enabled and cfg.augment.flip and not scheme.has_flip:
         mean = np.mean([s.landmarks - s.landmarks.mean(0) for s in splits.train.samples], axis=0)
