@@ -29,6 +29,7 @@ import numpy as np
 
 from facepoints.data.crops import box_iou
 from facepoints.data.images import read_image
+from facepoints.data.labeling import dlib_landmarker
 from facepoints.data.samples import landmark_box
 from facepoints.deploy.predictor import Predictor
 from facepoints.evaluation.metrics import auc, failure_rate, nme
@@ -51,10 +52,10 @@ def dlib_box_from_landmark_box(box):
 def dlib_runner():
     try:
         import dlib
-        import face_recognition_models
+
+        landmarks = dlib_landmarker()
     except ImportError:
         return None
-    sp = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
     hog = dlib.get_frontal_face_detector()
 
     def run(img, box, own_detector=False):
@@ -68,8 +69,7 @@ def dlib_runner():
                 ious = box_iou(dets, (x0, y0, x1, y1))
                 if ious.max() > 0.3:
                     x0, y0, x1, y1 = dets[int(np.argmax(ious))]
-        shape = sp(img, dlib.rectangle(*(int(round(v)) for v in (x0, y0, x1, y1))))
-        return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+        return landmarks(img, (x0, y0, x1, y1))
 
     return run
 
@@ -96,11 +96,12 @@ def speed(args, samples, dlib) -> list[str]:
     images = [read_image(s.image) for s in samples]
     boxes = [landmark_box(s.landmarks) for s in samples]
     model, info = load_model(args.model)
+    fused = fuse_batchnorm(model)[0]
     onnx_path = Path(tempfile.mkdtemp()) / "m.onnx"
-    write_onnx(fuse_batchnorm(model)[0], info, onnx_path)
+    write_onnx(fused, info, onnx_path)
     per_face = {
         "facepoints PyTorch fp32": Predictor(model, info, detector=None, threads=1, flip=False),
-        "facepoints PyTorch fp32, BN fused": Predictor(fuse_batchnorm(model)[0], info, detector=None, threads=1,
+        "facepoints PyTorch fp32, BN fused": Predictor(fused, info, detector=None, threads=1,
                                                        flip=False),
         "facepoints ONNX Runtime fp32": Predictor.from_file(onnx_path, detector=None, threads=1, flip=False),
         "facepoints ONNX Runtime fp32 + flip TTA": Predictor.from_file(onnx_path, detector=None, threads=1, flip=True),

@@ -63,7 +63,9 @@ def iter_frames(inputs, every: int = 1):
                 yield p.stem, e
 
 
-def _dlib_teacher():
+def dlib_landmarker():
+    """dlib's 68-point model as ``run(image_rgb, dlib_box) -> (68, 2)``; the box is in
+    dlib's own (HOG detector) convention."""
     try:
         import dlib
         import face_recognition_models
@@ -83,7 +85,7 @@ def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int =
     """Detect and label every face; face images are written to ``out_dir``."""
     if teacher not in ("model", "dlib"):
         raise ValueError(f"teacher must be 'model' or 'dlib', not {teacher!r}")
-    dlib_run = _dlib_teacher() if teacher == "dlib" else None
+    dlib_run = dlib_landmarker() if teacher == "dlib" else None
     out_dir.mkdir(parents=True, exist_ok=True)
     samples, conf, errors, dropped = [], {}, [], 0
     use_flip, predictor.flip = predictor.flip, False  # the mirrored pass is done here, as the probe
