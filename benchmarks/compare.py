@@ -13,12 +13,23 @@ facepoints.deploy.detectors (same information, its own convention).
 Speed (one thread, the same images, methods interleaved image by image so that the
 shared machine's noise hits all alike): ms per face with the box given (landmarks
 only) and ms per whole image (face detector + landmarks). Writes markdown to --out.
+
+MediaPipe (optional): with a MediaPipe environment (numpy<2, so never the main venv;
+``python3 -m venv .venv-mediapipe && .venv-mediapipe/bin/pip install mediapipe==0.10.21``)
+at .venv-mediapipe, or one named by --mediapipe-python, benchmarks/mediapipe_worker.py
+runs there as a subprocess (JSON lines) and adds MediaPipe Face Mesh rows: NME of its
+468-point mesh mapped to the 68 iBUG points (an approximation of iBUG semantics, so
+mapping + model), on the whole image with its own face detector (misses are counted
+and reported), and ms per whole image, interleaved with the other methods. Without
+that environment MediaPipe is skipped with a note and the output is as before.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
+import os
 import platform
 import subprocess
 import sys
@@ -75,12 +86,114 @@ def dlib_runner():
 
 
 def row(name, pred, gt, seconds):
-    e = nme(pred, gt, IBUG68, "io")
-    return (f"| {name} | {len(e)} | {e.mean() * 100:.2f} | {nme(pred, gt, IBUG68, 'ip').mean() * 100:.2f} | "
+    """One table row. A face a method missed has NaN points in ``pred``: the faces
+    column then says how many were missed, NME is over the faces found, and FR@0.1
+    and AUC count the misses as failures."""
+    e, ip = nme(pred, gt, IBUG68, "io"), nme(pred, gt, IBUG68, "ip")
+    found = np.isfinite(e)
+    faces = f"{len(e)}" if found.all() else f"{found.sum()} of {len(e)} ({(~found).sum()} missed)"
+    mean = (lambda a: f"{a[found].mean() * 100:.2f}") if found.any() else (lambda a: "-")
+    return (f"| {name} | {faces} | {mean(e)} | {mean(ip)} | "
             f"{failure_rate(e) * 100:.2f} | {auc(e):.4f} | {seconds * 1000 / len(e):.1f} |")
 
 
-def speed(args, samples, dlib) -> list[str]:
+REPO = Path(__file__).resolve().parent.parent
+MEDIAPIPE_SETUP = "python3 -m venv .venv-mediapipe && .venv-mediapipe/bin/pip install mediapipe==0.10.21"
+
+
+class MediaPipeWorker:
+    """benchmarks/mediapipe_worker.py --serve, run by the MediaPipe venv's python
+    (MediaPipe pins numpy<2): one JSON request per image, timed inside the worker
+    (``fm.process`` on the decoded image, the same scope as the other methods' timings)."""
+
+    def __init__(self, python, max_faces):
+        import tempfile
+
+        self.python = str(python)
+        self.log = tempfile.TemporaryFile(mode="w+")  # MediaPipe logs a lot to stderr
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.proc = subprocess.Popen(
+            [self.python, str(REPO / "benchmarks" / "mediapipe_worker.py"), "--serve", "--max-faces", str(max_faces)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
+        self.info = self._read()
+        self.cpu_ms, self.wall_ms = 0.0, 0.0
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            rc = self.proc.wait()
+            self.log.seek(0)
+            tail = "\n".join(self.log.read().strip().splitlines()[-15:])
+            raise RuntimeError(f"MediaPipe worker ({self.python}) exited with {rc}:\n{tail}")
+        return json.loads(line)
+
+    def __call__(self, image, box=None) -> dict:
+        """MediaPipe on the whole image; ``box`` (a tight GT landmark box) picks the face."""
+        req = {"path": str(image), "box": None if box is None else [float(v) for v in box]}
+        try:
+            self.proc.stdin.write(json.dumps(req) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker died: _read reports its exit status and last log lines
+        r = self._read()
+        if r.get("error"):
+            raise RuntimeError(f"MediaPipe worker: {r.get('path', '?')}: {r['error']}")
+        self.cpu_ms += sum(r["cpu_ms"])
+        self.wall_ms += sum(r["ms"])
+        return r
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def mediapipe_worker(args):
+    """The worker, or None (with a printed note) when MediaPipe is not set up."""
+    if args.no_mediapipe:
+        return None
+    python = args.mediapipe_python
+    if python is None:
+        python = REPO / ".venv-mediapipe" / "bin" / "python"
+        if not python.exists():
+            print(f"note: MediaPipe skipped: no {python.relative_to(REPO)} (set it up with: {MEDIAPIPE_SETUP})",
+                  flush=True)
+            return None
+    elif not Path(python).exists():
+        raise SystemExit(f"--mediapipe-python {python}: no such file")
+    mp = MediaPipeWorker(python, args.mediapipe_max_faces)
+    print(f"MediaPipe {mp.info['mediapipe']} via {python}", flush=True)
+    return mp
+
+
+def mediapipe_rows(mp, samples, images, boxes, gt) -> list[str]:
+    """MediaPipe's row (its 468 points mapped to 68, whole image, its own detector, the
+    face matched to the GT face by IoU) and a line that accounts for every miss."""
+    pred = np.full(gt.shape, np.nan)
+    seconds, no_face, other_face = 0.0, 0, 0
+    for i, (s, img, box) in enumerate(zip(samples, images, boxes)):
+        r = mp(s.image, box)
+        if (r["height"], r["width"]) != img.shape[:2]:
+            raise RuntimeError(f"{s.image}: MediaPipe worker decoded {r['width']}x{r['height']}, "
+                               f"facepoints {img.shape[1]}x{img.shape[0]}")
+        seconds += r["ms_median"] / 1000
+        if r["ibug68"] is not None:
+            pred[i] = r["ibug68"]
+        elif r["n_faces"]:
+            other_face += 1
+        else:
+            no_face += 1
+    line = row("MediaPipe Face Mesh, 468 -> 68 mapped (whole image, its own detector)", pred, gt, seconds)
+    note = (f"\nMediaPipe: no face found in {no_face} of {len(samples)} images; faces found but none on the "
+            f"GT face (mapped-box IoU <= 0.3) in {other_face}. NME over the faces found; FR@0.1 and AUC count "
+            "misses as failures; ms per whole image (detection + mesh).")
+    return [line + " (ms per whole image: its detection + mesh)", note]
+
+
+def speed(args, samples, dlib, mp=None) -> list[str]:
     """ms per face (box given) and per image (detector + landmarks), 1 thread."""
     import cv2
     import tempfile
@@ -113,13 +226,13 @@ def speed(args, samples, dlib) -> list[str]:
             Predictor.from_file(onnx_path, threads=1, flip=False, refine=0),
     }
     times = {k: [] for k in [*per_face, *per_image]}
-    dlib_face, dlib_image = [], []
+    dlib_face, dlib_image, mp_image = [], [], []
     if dlib is not None:
         import dlib as _dlib
 
         hog = _dlib.get_frontal_face_detector()
     for rep in range(2):  # the first pass warms up; only the second is timed
-        for img, box in zip(images, boxes):
+        for s, img, box in zip(samples, images, boxes):
             for name, p in per_face.items():
                 t = time.perf_counter()
                 p.landmarks_in_boxes(img, box[None])
@@ -136,9 +249,13 @@ def speed(args, samples, dlib) -> list[str]:
                 for r in hog(img, 1):
                     dlib(img, (r.left(), r.top(), r.right(), r.bottom()))
                 dlib_image.append(time.perf_counter() - t)
+            if mp is not None:  # timed inside the worker: fm.process on the decoded image
+                mp_image.append(mp(s.image)["ms"][0] / 1000)
         if rep == 0:
             times = {k: [] for k in times}
-            dlib_face, dlib_image = [], []
+            dlib_face, dlib_image, mp_image = [], [], []
+            if mp is not None:
+                mp.cpu_ms = mp.wall_ms = 0.0
     ms = {k: np.median(v) * 1000 for k, v in times.items()}
     ref_face = np.median(dlib_face) * 1000 if dlib_face else None
     ref_image = np.median(dlib_image) * 1000 if dlib_image else None
@@ -153,6 +270,14 @@ def speed(args, samples, dlib) -> list[str]:
         out.append(f"| {k} | - | {ms[k]:.2f} | {ratio} |")
     if ref_face:
         out.append(f"| dlib 68-point ERT (HOG detector, upsample 1) | {ref_face:.2f} | {ref_image:.2f} | 1.00x |")
+    if mp_image:
+        m = np.median(mp_image) * 1000
+        ratio = f"{m / ref_image:.2f}x" if ref_image else "-"
+        out.append(f"| MediaPipe Face Mesh (BlazeFace short range + 468-point mesh, "
+                   f"max {mp.info['settings']['max_num_faces']} faces) | - | {m:.2f} | {ratio} |")
+        out.append(f"\nMediaPipe runs in its own process (TFLite XNNPACK, MediaPipe's default of 1 thread on "
+                   f"Linux; the legacy API has no thread option); its CPU time over its wall time in the timed "
+                   f"pass: {mp.cpu_ms / max(mp.wall_ms, 1e-9):.2f} (at most 1 means one busy thread).")
     print("\n".join(out), flush=True)
     return out
 
@@ -165,6 +290,12 @@ def main():
     ap.add_argument("--speed-images", type=int, default=60, help="images for the speed section (0: skip it)")
     ap.add_argument("--no-dlib", action="store_true", help="leave dlib out")
     ap.add_argument("--limit", type=int, default=None, help="at most this many faces per subset")
+    ap.add_argument("--mediapipe-python", default=None,
+                    help="python of a MediaPipe venv (default: .venv-mediapipe/bin/python if it exists, "
+                         "else MediaPipe is skipped)")
+    ap.add_argument("--no-mediapipe", action="store_true", help="leave MediaPipe out")
+    ap.add_argument("--mediapipe-max-faces", type=int, default=10,
+                    help="MediaPipe FaceMesh max_num_faces (all faces of an image, like the other detectors)")
     args = ap.parse_args()
 
     cfg = load_config(args.config)
@@ -178,6 +309,7 @@ def main():
         "facepoints + flip TTA (GT box)": dict(refine=0, flip=True),
     }
     dlib = None if args.no_dlib else dlib_runner()
+    mp = mediapipe_worker(args)
     lines = []
     for title, samples in subsets.items():
         samples = samples[: args.limit] if args.limit else samples
@@ -186,6 +318,7 @@ def main():
         gt = np.stack([s.landmarks for s in samples])
         images = [read_image(s.image) for s in samples]
         boxes = [landmark_box(s.landmarks) for s in samples]
+        start = len(lines) + 3
         lines += [f"\n### {title}\n", "| method | faces | NME io % | NME ip % | FR@0.1 % | AUC@0.1 | ms/face |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for name, kw in variants.items():
@@ -201,19 +334,37 @@ def main():
             pred = np.stack([dlib(img, b, own_detector=True) for img, b in zip(images, boxes)])
             lines.append(row("dlib 68-point ERT (its HOG box matched to the GT face)", pred, gt,
                              time.perf_counter() - t) + " (ms include HOG detection)")
-        print("\n".join(lines[-(len(variants) + 2 * (dlib is not None)):]), flush=True)
+        if mp is not None:
+            lines += mediapipe_rows(mp, samples, images, boxes, gt)
+        print("\n".join(lines[start:]), flush=True)
 
     if args.speed_images:
-        lines += speed(args, subsets["300-W val (AFW + HELEN photos held out)"][: args.speed_images], dlib)
+        lines += speed(args, subsets["300-W val (AFW + HELEN photos held out)"][: args.speed_images], dlib, mp)
+    if mp is not None:
+        mp.close()
     cpu = subprocess.run("lscpu | grep 'Model name' | cut -d: -f2", shell=True, capture_output=True, text=True).stdout.strip()
     head = [
-        "# facepoints vs dlib: accuracy on the validation split, CPU speed\n",
+        f"# facepoints vs dlib{' and MediaPipe' if mp else ''}: accuracy on the validation split, CPU speed\n",
         f"Command: `python {' '.join(sys.argv)}`  ",
         f"Date: {datetime.date.today()}  ",
         f"Machine: {cpu or platform.processor()}, 2 cores; timings with 1 thread, shared machine (indicative only)  ",
         f"Model: {args.model or 'bundled default'}; split from `{args.config}` (seed {cfg.seed}, val_fraction {cfg.data.val_fraction}).",
         "NME in percent of the outer-eye-corner distance (io) or the eye-centre distance (ip).",
     ]
+    if mp is not None:
+        st = mp.info["settings"]
+        head[-1] += "  "
+        head += [
+            f"MediaPipe: `mp.solutions.face_mesh.FaceMesh` {mp.info['mediapipe']} (static images, max_num_faces "
+            f"{st['max_num_faces']}, refine_landmarks {st['refine_landmarks']}) in its own environment "
+            f"(it pins numpy<2: `{MEDIAPIPE_SETUP}`; this script uses `.venv-mediapipe` when it exists, or "
+            "`--mediapipe-python`), through `benchmarks/mediapipe_worker.py`. It is given the whole image and "
+            "finds faces itself (its BlazeFace short-range detector); the face whose mapped 68-point box best "
+            "overlaps the GT face (IoU > 0.3) is scored, and images where it finds no such face count as misses "
+            "(NME over the faces found, FR@0.1 and AUC with misses as failures). Its 68 points are mapped from "
+            "the 468-point mesh (a commonly used correspondence table, in the worker): approximations of iBUG "
+            "semantics, the jaw line especially, so its NME measures mapping + model, not the model alone.",
+        ]
     Path(args.out).write_text("\n".join(head + lines) + "\n")
     print(f"wrote {args.out}")
 

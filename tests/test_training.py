@@ -190,3 +190,53 @@ def test_cli_set_overrides_any_key_and_is_validated(tmp_path):
     assert r.exit_code == 0, r.output
     _, info = load_model(tmp_path / "run" / "final.safetensors")
     assert info.input_size == 40
+
+
+def test_distillation_pulls_the_student_towards_the_teacher(tmp_path):
+    """A teacher that always answers the same shape, 0.1 crop widths right of the
+    annotations' mean: with distill.weight 1 the student learns the teacher's answer,
+    with weight 0 it keeps to the annotations. The teacher runs at another input size
+    (64 px vs the student's 48), so the resampling path is exercised too."""
+    import torch
+
+    from facepoints.data.crop_cache import build_cache
+    from facepoints.models.package import save_model
+    from facepoints.training.loop import predict_crops
+
+    train(load_config(tiny_config(tmp_path), {"output": str(tmp_path / "t"), "max_steps": 1,
+                                              "model.input_size": 64}), progress=False)
+    teacher, info = load_model(tmp_path / "t" / "final.safetensors")
+    with torch.no_grad():
+        target = teacher.head.fc.bias.clone()
+        target[0::2] += 0.1
+        teacher.head.fc.weight.zero_()
+        teacher.head.fc.bias.copy_(target)
+    save_model(teacher, info, tmp_path / "teacher.safetensors")
+
+    def distance(weight):
+        cfg = load_config(tiny_config(tmp_path), {
+            "output": str(tmp_path / f"s{weight}"), "optim.epochs": 40, "optim.batch_size": 10, "optim.lr": 0.005, "optim.warmup_epochs": 0,
+            "augment.enabled": False,
+            "distill": {"teacher": str(tmp_path / "teacher.safetensors"), "weight": weight}})
+        train(cfg, progress=False)  # best.safetensors is the epoch closest to the annotations: use the last
+        student, _ = load_model(tmp_path / f"s{weight}" / "final.safetensors")
+        crops = build_cache(make_splits(cfg).train, 48, 1.25, cache_dir=None, progress=False)
+        o = (crops.size - 48) // 2  # cached crops carry a margin around the network's crop
+        out = (predict_crops(student, crops.images, 48) - o) / 47  # normalised crop units, like the teacher's
+        return float(np.abs(out.reshape(len(out), -1) - target.numpy()).mean())
+
+    near, far = distance(1.0), distance(0.0)
+    assert near < 0.5 * far, (near, far)
+    assert far > 0.05  # the undistilled student stays near the annotations, ~0.1 away on x
+
+
+def test_distillation_teacher_must_crop_like_the_student(tmp_path):
+    train(load_config(tiny_config(tmp_path), {"output": str(tmp_path / "t"), "max_steps": 1,
+                                              "model.crop_scale": 1.5}), progress=False)
+    cfg = load_config(tiny_config(tmp_path), {"output": str(tmp_path / "s"), "max_steps": 1,
+                                              "distill": {"teacher": str(tmp_path / "t" / "final.safetensors")}})
+    with pytest.raises(ValueError, match="crop_scale"):
+        train(cfg, progress=False)
+    with pytest.raises(ConfigError, match="heatmaps"):
+        load_config(tiny_config(tmp_path), {"model.head": "heatmap", "loss.name": "awing",
+                                            "distill": {"teacher": "x.safetensors"}})

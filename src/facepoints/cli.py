@@ -228,14 +228,29 @@ def export_cmd(
     opset: int = typer.Option(17, help="ONNX opset"),
     tolerance: float = typer.Option(0.1, help="largest landmark difference to the PyTorch model allowed, in image pixels"),
     as_json: bool = typer.Option(False, "--json", help="print the parity report as JSON on stdout"),
+    int8: bool = typer.Option(False, "--int8", help="ONNX only: static int8 quantisation (ONNX Runtime, QDQ, "
+                              "per-channel weights) calibrated on real face crops"),
+    calibration: Optional[str] = typer.Option(None, "--calibration", help="with --int8: FORMAT:PATH dataset to calibrate "
+                                              "on (ground-truth boxes); default: the example photos (detector boxes)"),
+    calibration_faces: int = typer.Option(200, "--calibration-faces", help="with --int8: at most this many calibration faces"),
+    max_nme_change: float = typer.Option(1.0, "--max-nme-change", help="with --int8: largest NME change to the fp32 "
+                                         "model allowed (mean landmark distance, % of inter-ocular distance)"),
 ):
     """Export a model to ONNX or TorchScript (metadata included) and check that it
-    reproduces the PyTorch landmarks on real photos; the file is kept only if it does."""
+    reproduces the PyTorch landmarks on real photos; the file is kept only if it does.
+    With --int8 (ONNX) the check reports the landmark difference and the NME change
+    against the fp32 model, and refuses only above --max-nme-change."""
     from facepoints.deploy.export import ExportError, export_model
     from facepoints.models.package import ModelFileError
 
+    if int8 and fmt.lower() != "onnx":
+        fail(f"--int8 works with --format onnx only (ONNX Runtime static quantisation), not {fmt}")
+    if calibration is not None and not int8:
+        fail("--calibration is for --int8 exports")
     try:
-        report = export_model(model, fmt, out, images=images, opset=opset, tolerance_px=tolerance)
+        report = export_model(model, fmt, out, images=images, opset=opset, tolerance_px=tolerance, int8=int8,
+                              calibration=calibration, calibration_faces=calibration_faces,
+                              max_nme_change=max_nme_change)
     except ModelFileError as e:
         fail(str(e))
     except ExportError as e:
@@ -460,6 +475,68 @@ def label_cmd(
                + (f"; {result.below_threshold} below --min-confidence left out" if result.below_threshold else ""))
     if result.errors:
         raise typer.Exit(1)
+
+
+@app.command()
+def track(
+    video: Path = typer.Argument(..., help="a video file (.mp4, .avi, ... anything OpenCV decodes)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the video with landmarks and track ids drawn here (mp4)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout: fps, frames and every frame's faces"),
+    model: Optional[Path] = ModelOpt,
+    detect_every: int = typer.Option(30, min=1, help="run the face detector every N frames (and at once when a face is lost)"),
+    smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="One Euro smoothing of each face's landmarks"),
+    min_cutoff: float = typer.Option(0.5, help="One Euro: cutoff for a still face, Hz (lower: steadier, more lag)"),
+    beta: float = typer.Option(30.0, help="One Euro: cutoff rise per face size per second of speed (higher: less lag)"),
+    detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
+    threads: int = typer.Option(1, help="CPU threads for the network"),
+    flip: Optional[bool] = FlipOpt,
+):
+    """Follow every face through a video: detect, then crop each face from its previous
+    landmarks (re-detecting every N frames), with a stable track id per face and One
+    Euro smoothing against jitter (benchmarks/tracking.md)."""
+    import cv2
+
+    from facepoints.deploy.predictor import Predictor
+    from facepoints.deploy.tracking import Tracker, VideoError, draw_tracks, read_video
+    from facepoints.models.package import ModelFileError
+
+    try:
+        fps, frames = read_video(video)
+        predictor = Predictor.from_file(model, detector=detector, threads=threads, flip=flip)
+        predictor.detector  # an unknown or uninstalled detector fails here, not mid-video
+        tracker = Tracker(predictor, fps=fps, detect_every=detect_every, smooth=smooth,
+                          min_cutoff=min_cutoff, beta=beta)
+    except VideoError as e:
+        fail(str(e), code=1)
+    except (ModelFileError, ValueError, ImportError) as e:
+        fail(str(e))
+    writer, per_frame, shape = None, [], None
+    try:
+        for k, frame in enumerate(frames):
+            faces = tracker.update(frame)
+            shape = frame.shape
+            per_frame.append({"frame": k, "faces": [f.to_dict() for f in faces]})
+            if out:
+                if writer is None:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
+                    if not writer.isOpened():
+                        fail(f"{out}: cannot write a video there (OpenCV's mp4v writer refused it)")
+                drawn = draw_tracks(frame, faces, predictor.scheme)
+                writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+    finally:
+        if writer is not None:
+            writer.release()
+    if as_json:
+        typer.echo(json.dumps({"video": str(video), "fps": fps, "frames": len(per_frame), "width": shape[1],
+                               "height": shape[0], "scheme": predictor.scheme.name,
+                               "tracks": tracker.tracks_started, "detector_calls": tracker.detector_calls,
+                               "per_frame": per_frame}))
+    else:
+        typer.echo(f"{video}: {len(per_frame)} frames at {fps:g} fps, {tracker.tracks_started} face track(s), "
+                   f"{tracker.detector_calls} detector call(s)")
+        if out:
+            typer.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":

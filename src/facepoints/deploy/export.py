@@ -12,6 +12,13 @@ Every export is checked before it is kept: the example photos go through the fac
 detector, the crops go through both the PyTorch model and the export, and the
 landmarks are compared in pixels of the original image. An export that differs by
 more than ``tolerance`` pixels (0.1 for fp32) is deleted and an error raised.
+
+``int8=True`` (ONNX only) quantises the export statically with ONNX Runtime,
+calibrated on real face crops (:mod:`facepoints.optimize.quantize`); its metadata
+says ``"precision": "int8"``. An int8 model cannot meet the 0.1 px bar, so it is
+judged by the NME change instead: the mean landmark distance to the fp32 PyTorch
+model in percent of the inter-ocular distance, refused above ``max_nme_change``
+(1 point by default; the largest coordinate difference is reported too).
 """
 
 from __future__ import annotations
@@ -62,17 +69,30 @@ class ParityReport:
     tolerance_px: float
     metadata_ok: bool
     per_image: list = field(default_factory=list)
+    precision: str = "fp32"
+    # int8: judged by nme_change <= max_nme_change instead of the pixel tolerance
+    max_nme_change: float | None = None
+    calibration: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.faces > 0 and self.metadata_ok and self.max_diff_px <= self.tolerance_px
+        if self.faces == 0 or not self.metadata_ok:
+            return False
+        if self.max_nme_change is not None:
+            return self.nme_change <= self.max_nme_change
+        return self.max_diff_px <= self.tolerance_px
 
     def summary(self) -> str:
+        norm = "inter-ocular" if self.normaliser == "io" else "face box"
+        meta = f"metadata {'intact' if self.metadata_ok else 'LOST'}"
+        if self.max_nme_change is not None:
+            return (f"{self.format} {self.precision} vs the fp32 PyTorch model on {self.faces} face(s) in "
+                    f"{self.images} photo(s): NME change {self.nme_change:.3f} % ({norm}; limit {self.max_nme_change} %), "
+                    f"max landmark difference {self.max_diff_px:.3f} px, mean {self.mean_diff_px:.3f} px; {meta}; "
+                    f"calibrated on {self.calibration}")
         return (f"{self.format} parity on {self.faces} face(s) in {self.images} photo(s): "
                 f"max landmark difference {self.max_diff_px:.5f} px (limit {self.tolerance_px} px), "
-                f"mean {self.mean_diff_px:.5f} px; NME change {self.nme_change:.5f} % "
-                f"({'inter-ocular' if self.normaliser == 'io' else 'face box'}); "
-                f"metadata {'intact' if self.metadata_ok else 'LOST'}")
+                f"mean {self.mean_diff_px:.5f} px; NME change {self.nme_change:.5f} % ({norm}); {meta}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -182,9 +202,12 @@ def _normalisers(ref: np.ndarray, boxes: np.ndarray, scheme) -> tuple[np.ndarray
 
 def check_parity(model: torch.nn.Module, info: ModelInfo, run, images=None, fmt: str = "",
                  path: str | Path = "", tolerance_px: float = DEFAULT_TOLERANCE_PX, detector="yunet",
-                 exported_info: ModelInfo | None = None) -> ParityReport:
+                 exported_info: ModelInfo | None = None, expected_info: ModelInfo | None = None,
+                 max_nme_change: float | None = None) -> ParityReport:
     """Compare backend ``run`` with the PyTorch ``model`` on detector crops of ``images``
-    (files or folders; the example photos by default)."""
+    (files or folders; the example photos by default). ``exported_info``, the
+    metadata read back from the export, must equal ``expected_info`` (``info`` unless
+    given). ``max_nme_change``: judge by the NME change instead of ``tolerance_px``."""
     from facepoints.data.images import read_image
     from facepoints.deploy.predictor import Predictor
 
@@ -218,28 +241,57 @@ def check_parity(model: torch.nn.Module, info: ModelInfo, run, images=None, fmt:
         format=fmt, path=str(path), images=len(files), faces=faces,
         max_diff_px=float(diffs_a.max()), mean_diff_px=float(dists_a.mean()),
         nme_change=float(100 * np.mean(dists_a / norms_a)), normaliser="io" if kinds == {"io"} else "box",
-        tolerance_px=tolerance_px, metadata_ok=exported_info is None or exported_info.to_json() == info.to_json(),
-        per_image=per_image,
+        tolerance_px=tolerance_px,
+        metadata_ok=exported_info is None or exported_info.to_json() == (expected_info or info).to_json(),
+        per_image=per_image, precision=(expected_info or info).precision, max_nme_change=max_nme_change,
     )
 
 
 def export_model(model_path: str | Path | None, fmt: str, out: str | Path, images=None, opset: int = DEFAULT_OPSET,
-                 tolerance_px: float = DEFAULT_TOLERANCE_PX, detector="yunet") -> ParityReport:
+                 tolerance_px: float = DEFAULT_TOLERANCE_PX, detector="yunet", int8: bool = False,
+                 calibration: str | None = None, calibration_faces: int | None = None,
+                 max_nme_change: float | None = None) -> ParityReport:
     """Export a ``.safetensors`` model (the bundled one if None) to ``out`` and check it.
 
     The file appears at ``out`` only if the parity check passes; otherwise it is
     removed and :class:`ExportError` raised (its ``report`` attribute holds the numbers).
+
+    ``int8`` (ONNX only): static int8 quantisation calibrated on ``calibration_faces``
+    faces (200 by default) of ``calibration`` (a ``FORMAT:PATH`` dataset, ground-truth
+    boxes) or, without it, of the example photos (detector boxes); kept only if the
+    NME change against the fp32 PyTorch model is at most ``max_nme_change`` (1 point).
     """
     from facepoints.deploy.runtime import OnnxRunner, TorchRunner
 
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if int8 and fmt != "onnx":
+        raise ExportError(f"int8 quantisation is for ONNX exports (ONNX Runtime static quantisation); "
+                          f"use --format onnx, not {fmt}")
     out = Path(out)
     model, info = load_model(model_path)
     tmp = _tmp_for(out)
+    fp32_tmp = out.with_name(f".{out.name}.fp32.tmp{os.getpid()}")
+    expected, note = info, ""
     try:
-        if fmt == "onnx":
+        if fmt == "onnx" and int8:
+            from facepoints.optimize.quantize import (DEFAULT_CALIBRATION_FACES, INT8_MAX_NME_CHANGE, CalibrationError,
+                                                      calibration_crops, int8_info, quantize_onnx)
+
+            write_onnx(model, info, fp32_tmp, opset=opset)
+            try:
+                crops, note = calibration_crops(model, info, dataset=calibration,
+                                                faces=calibration_faces or DEFAULT_CALIBRATION_FACES, detector=detector)
+            except (CalibrationError, FileNotFoundError, ValueError) as e:
+                raise ExportError(f"calibration: {e}") from None
+            expected = int8_info(info, note, len(crops))
+            quantize_onnx(fp32_tmp, tmp, crops, expected)
+            runner = OnnxRunner(tmp, threads=1)
+            exported_info = runner.info()
+            if max_nme_change is None:
+                max_nme_change = INT8_MAX_NME_CHANGE
+        elif fmt == "onnx":
             write_onnx(model, info, tmp, opset=opset)
             runner = OnnxRunner(tmp, threads=1)
             exported_info = runner.info()
@@ -248,12 +300,16 @@ def export_model(model_path: str | Path | None, fmt: str, out: str | Path, image
             module, exported_info = load_torchscript(tmp)
             runner = TorchRunner(module)
         report = check_parity(model, info, runner, images, fmt=fmt, path=out, tolerance_px=tolerance_px,
-                              detector=detector, exported_info=exported_info)
+                              detector=detector, exported_info=exported_info, expected_info=expected,
+                              max_nme_change=max_nme_change if int8 else None)
+        report.calibration = note
         if not report.ok:
-            err = ExportError(f"the {fmt} export does not reproduce the PyTorch model: {report.summary()}")
+            what = "int8 export changes the landmarks too much" if int8 else "export does not reproduce the PyTorch model"
+            err = ExportError(f"the {fmt} {what}: {report.summary()}")
             err.report = report
             raise err
         os.replace(tmp, out)
         return report
     finally:
         tmp.unlink(missing_ok=True)
+        fp32_tmp.unlink(missing_ok=True)

@@ -71,6 +71,20 @@ class Predictor:
             self._detector = get_detector(self._detector_spec)
         return self._detector
 
+    def network_input(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, list]:
+        """The batch the network gets for faces whose tight landmark boxes are ``boxes``
+        ``(K, 4)``: float32 ``(K, 3, S, S)`` RGB in [0, 1] (``2K`` with ``flip``: the
+        mirrored crops follow), and the K crop matrices. Calibration of quantised
+        exports uses this, so it sees exactly what inference feeds the network."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        size, scale = self.info.input_size, self.info.crop_scale
+        mats = [crop_matrix(*square_from_box(b, scale), size) for b in boxes]
+        crops = np.stack([warp(image, m, size) for m in mats])
+        x = crops.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+        if self.flip:
+            x = np.concatenate([x, x[..., ::-1]])
+        return np.ascontiguousarray(x), mats
+
     @torch.no_grad()
     def landmarks_in_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Landmarks ``(K, P, 2)`` for faces whose tight landmark boxes are ``boxes``
@@ -78,13 +92,9 @@ class Predictor:
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if len(boxes) == 0:
             return np.zeros((0, self.scheme.num_points, 2), np.float32)
-        size, scale = self.info.input_size, self.info.crop_scale
-        mats = [crop_matrix(*square_from_box(b, scale), size) for b in boxes]
-        crops = np.stack([warp(image, m, size) for m in mats])
-        x = crops.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
-        if self.flip:
-            x = np.concatenate([x, x[..., ::-1]])
-        out = np.asarray(self.run(np.ascontiguousarray(x)), dtype=np.float32) * (size - 1)
+        size = self.info.input_size
+        x, mats = self.network_input(image, boxes)
+        out = np.asarray(self.run(x), dtype=np.float32) * (size - 1)
         if self.flip:
             k = len(boxes)
             mirrored = np.stack([self.scheme.flip_landmarks(p, size) for p in out[k:]])

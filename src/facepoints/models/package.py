@@ -45,6 +45,10 @@ class ModelInfo:
     metrics: dict = field(default_factory=dict)
     recipe: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # "fp32", or "int8" for a statically quantised ONNX export; ``quantization`` then
+    # says how (scheme, calibration faces, parity numbers against the fp32 model)
+    precision: str = "fp32"
+    quantization: dict = field(default_factory=dict)
 
     @property
     def landmark_scheme(self) -> LandmarkScheme:

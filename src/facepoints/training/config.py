@@ -110,6 +110,16 @@ class InferenceConfig(_Strict):
     flip: bool = Field(False, description="average each prediction with that of the mirrored crop")
 
 
+class DistillConfig(_Strict):
+    """Knowledge distillation: a trained model file (the teacher) labels every augmented
+    training crop on the fly, and the loss pulls the student towards those landmarks as
+    well as towards the annotations."""
+
+    teacher: str = Field(description="teacher model file (.safetensors); same scheme and crop_scale as the student")
+    weight: float = Field(0.5, ge=0, le=1, description="share of the loss on the teacher's landmarks "
+                          "(the rest on the annotations); 1: the annotations are ignored")
+
+
 class TrainConfig(_Strict):
     """The whole recipe; see configs/*.yaml for examples."""
 
@@ -122,6 +132,7 @@ class TrainConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     augment: AugmentConfig = AugmentConfig()
     inference: InferenceConfig = InferenceConfig()
+    distill: DistillConfig | None = None
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cuda when available under auto")
     amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on the CPU)")
@@ -133,6 +144,8 @@ class TrainConfig(_Strict):
     def _loss_fits_head(self):
         if self.loss.name == "awing" and self.model.head != "heatmap":
             raise ValueError("loss awing (Adaptive Wing) works on heatmaps: set model.head: heatmap")
+        if self.distill is not None and self.loss.name == "awing":
+            raise ValueError("distill: the teacher gives landmarks, not heatmaps; use a coordinate loss (not awing)")
         return self
 
 
@@ -169,4 +182,6 @@ def _relative_to(cfg: TrainConfig, base: Path) -> TrainConfig:
     for s in cfg.data.train:
         s.spec = fix(s.spec)
     cfg.data.val = [fix(s) for s in cfg.data.val]
+    if cfg.distill is not None and not Path(cfg.distill.teacher).is_absolute() and (base / cfg.distill.teacher).exists():
+        cfg.distill.teacher = str((base / cfg.distill.teacher).resolve())
     return cfg

@@ -181,6 +181,33 @@ def replicas_identical(model) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
+def _teacher(cfg: TrainConfig, scheme, device: torch.device):
+    """The distillation teacher as a function: student batch (B, 3, s, s) -> the teacher's
+    landmarks in the student's normalised crop units. The teacher sees the same crop
+    resampled to its own input size; with ``align_corners=True`` pixel centres 0 and
+    s - 1 map onto 0 and t - 1, so normalised coordinates are the same in both."""
+    from facepoints.models.package import ModelFileError, load_model
+
+    t, tinfo = load_model(cfg.distill.teacher)
+    where = f"distill.teacher {cfg.distill.teacher}"
+    if tinfo.landmark_scheme.num_points != scheme.num_points:
+        raise ModelFileError(f"{where}: {tinfo.landmark_scheme.num_points} points, the data has {scheme.num_points}")
+    if abs(tinfo.crop_scale - cfg.model.crop_scale) > 1e-6:
+        raise ModelFileError(f"{where}: crop_scale {tinfo.crop_scale}, the student's is {cfg.model.crop_scale}; "
+                             "they must crop the same way")
+    t.eval().requires_grad_(False).to(device)
+    size, s = tinfo.input_size, cfg.model.input_size
+
+    @torch.no_grad()
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if size != s:
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=True,
+                                                antialias=size < s)
+        return t(x).float()
+
+    return run
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits: Splits | None = None) -> Path:
     """Train, writing ``last.pt`` (checkpoint), ``best.safetensors`` and ``final.safetensors``
     (model files), ``metrics.jsonl`` and ``config.yaml`` into ``cfg.output``. Returns the
@@ -244,6 +271,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
         model.head.init_mean_shape(torch.from_numpy((train_cache.points.mean(0) - o) / (m.input_size - 1)).float())
     loss_fn = build_loss(cfg.loss.name, input_size=m.input_size, w=cfg.loss.w, eps=cfg.loss.eps)
     on_heatmaps = getattr(loss_fn, "needs_heatmaps", False)
+    teacher = _teacher(cfg, scheme, device) if cfg.distill else None
     opt = _optimizer(model, oc)
 
     index = np.repeat(np.arange(len(train_cache)), repeats)
@@ -306,6 +334,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu and cfg.amp):
                 pred = net(x)
                 loss = loss_fn((model.head.heatmaps if on_heatmaps else pred).float(), y)
+                if teacher is not None:
+                    w = cfg.distill.weight
+                    loss = (1 - w) * loss + w * loss_fn(pred.float(), teacher(x))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if oc.grad_clip:

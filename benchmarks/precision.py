@@ -1,0 +1,217 @@
+"""Numeric precision against speed and accuracy, on the same faces in one run.
+
+    python benchmarks/precision.py [--config configs/default.yaml] [--model M] \\
+        [--limit 300] [--calibration-faces 100] [--out benchmarks/precision.md]
+
+Methods, all fed the same crops one face at a time (batch 1, 1 thread, no flip):
+ONNX Runtime fp32 (the `facepoints export --format onnx` file), ONNX Runtime int8
+(static QDQ quantisation as `facepoints export --int8` makes it, calibrated on faces of
+the *training* split), PyTorch fp32, PyTorch bf16 and fp16 (``torch.autocast`` on the
+CPU; the weights stay fp32).
+
+Accuracy: NME (inter-ocular, %) on ``--limit`` faces of the validation split of the
+config (`facepoints.training.loop.make_splits`), cropped from the ground-truth landmark
+boxes as benchmarks/compare.py does (``Predictor.landmarks_in_boxes``). The int8
+calibration faces come from ``.train`` only, never from ``.val``.
+
+Speed: ms per face (crop + network + un-crop, box given), median over the validation
+faces; the methods take turns face by face, in a rotating order, so the shared
+machine's noise hits all alike. The first faces are a warm-up and not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+WARMUP = 3
+
+
+class AutocastRunner:
+    """A PyTorch model under ``torch.autocast("cpu", dtype)``: a Predictor backend."""
+
+    def __init__(self, model, dtype):
+        self.model, self.dtype = model, dtype
+
+    def __call__(self, batch):
+        import torch
+
+        with torch.no_grad(), torch.autocast("cpu", dtype=self.dtype):
+            return self.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).float().numpy()
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                keep = [f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f or "bf16" in f or f == "f16c"]
+                return " ".join(keep)
+    except OSError:
+        pass
+    return "?"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--model", default=None, help="model file (default: the bundled one)")
+    ap.add_argument("--limit", type=int, default=300, help="validation faces (a seeded random subset)")
+    ap.add_argument("--calibration-faces", type=int, default=100, help="int8 calibration faces from the training split")
+    ap.add_argument("--out", default="benchmarks/precision.md")
+    args = ap.parse_args()
+    os.chdir(ROOT)  # the configs name ../shared/data relative to the repository root
+    if not (ROOT.parent / "shared" / "data").is_dir():
+        print(f"{ROOT.parent / 'shared' / 'data'} is not here: this benchmark needs the 300-W / YTF data; nothing measured")
+        sys.exit(2)
+
+    import cv2
+    import onnxruntime
+    import torch
+
+    from facepoints.data.images import read_image
+    from facepoints.data.samples import landmark_box
+    from facepoints.deploy.export import write_onnx
+    from facepoints.deploy.predictor import Predictor
+    from facepoints.deploy.runtime import OnnxRunner
+    from facepoints.evaluation.metrics import nme
+    from facepoints.models.package import BUNDLED, load_model
+    from facepoints.optimize.quantize import crops_from_samples, int8_info, quantize_onnx
+    from facepoints.training.config import load_config
+    from facepoints.training.loop import make_splits
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    cfg = load_config(args.config)
+    splits = make_splits(cfg)
+    rng = np.random.default_rng(0)
+    val = splits.val.samples
+    if args.limit and args.limit < len(val):
+        val = [val[i] for i in np.sort(rng.choice(len(val), args.limit, replace=False))]
+    scheme = splits.val.scheme
+    model, info = load_model(args.model)
+    model_path = Path(args.model) if args.model else BUNDLED
+
+    tmp = Path(tempfile.mkdtemp(prefix="facepoints-precision-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    fp32_onnx = write_onnx(model, info, tmp / "fp32.onnx")
+    t = time.perf_counter()
+    crops, used = crops_from_samples(model, info, splits.train.samples, args.calibration_faces, seed=cfg.seed)
+    note = f"{used} faces of the training split of {args.config} (ground-truth boxes), {len(crops)} crops"
+    int8_onnx = quantize_onnx(fp32_onnx, tmp / "int8.onnx", crops, int8_info(info, note, len(crops)))
+    quant_s = time.perf_counter() - t
+    print(f"int8: calibrated on {note} in {quant_s:.1f} s", flush=True)
+
+    def pred(run):
+        return Predictor(run, info, detector=None, refine=0, flip=False)
+
+    mb = lambda p: f"{p.stat().st_size / 1e6:.1f}"  # noqa: E731
+    methods = {
+        "ONNX Runtime fp32": (pred(OnnxRunner(fp32_onnx, threads=1)), f"{mb(fp32_onnx)} (.onnx)"),
+        "ONNX Runtime int8 (static QDQ, per-channel)": (pred(OnnxRunner(int8_onnx, threads=1)), f"{mb(int8_onnx)} (.onnx)"),
+        "PyTorch fp32": (pred(model), f"{mb(model_path)} (.safetensors)"),
+        "PyTorch bf16 (autocast, CPU)": (pred(AutocastRunner(model, torch.bfloat16)), "same fp32 file"),
+        "PyTorch fp16 (autocast, CPU)": (pred(AutocastRunner(model, torch.float16)), "same fp32 file"),
+    }
+    failed = {}
+    img0, box0 = read_image(val[0].image), landmark_box(val[0].landmarks)
+    for name in list(methods):
+        try:
+            out = methods[name][0].landmarks_in_boxes(img0, box0[None])
+            if not np.isfinite(out).all():
+                raise RuntimeError("non-finite landmarks")
+        except Exception as e:  # e.g. fp16 kernels missing on this CPU / torch build
+            failed[name] = f"{e.__class__.__name__}: {str(e)[:200]}"
+            del methods[name]
+            print(f"{name}: does not run here ({failed[name]})", flush=True)
+
+    names = list(methods)
+    preds = {k: [] for k in names}
+    times = {k: [] for k in names}
+    t0 = time.perf_counter()
+    for i, s in enumerate(val):
+        img, box = read_image(s.image), landmark_box(s.landmarks)[None]
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            t = time.perf_counter()
+            p = methods[name][0].landmarks_in_boxes(img, box)[0]
+            dt = time.perf_counter() - t
+            preds[name].append(p)
+            if i >= WARMUP:
+                times[name].append(dt)
+        if (i + 1) % 50 == 0:
+            print(f"{i + 1}/{len(val)} faces, {time.perf_counter() - t0:.0f} s", flush=True)
+
+    gt = np.stack([s.landmarks for s in val])
+    sources = np.array([s.attributes.get("source", "") for s in val])
+    subsets = {"300-W val": np.char.startswith(sources, "300w:"), "YTF val": np.char.startswith(sources, "ytf:")}
+    ref = np.stack(preds["PyTorch fp32"]) if "PyTorch fp32" in preds else None
+    a, b = scheme.outer_eye_corners
+    io = np.linalg.norm(gt[:, a] - gt[:, b], axis=-1)
+    rows = ["| method | model file MB | ms per face (median, 1 thread) | NME io % (all) | "
+            + " | ".join(f"{k} ({int(m.sum())})" for k, m in subsets.items())
+            + " | mean distance to PyTorch fp32, % io | max coordinate difference to PyTorch fp32, px |",
+            "|---|---|---:|---:|" + "---:|" * len(subsets) + "---:|---:|"]
+    for name in names:
+        p = np.stack(preds[name])
+        e = nme(p, gt, scheme, "io") * 100
+        sub = " | ".join(f"{e[m].mean():.2f}" if m.any() else "-" for m in subsets.values())
+        if ref is not None:
+            dist = 100 * np.mean(np.linalg.norm(p - ref, axis=-1).mean(1) / io)
+            dmax = np.abs(p - ref).max()
+            vs = f"{dist:.3f} | {dmax:.3f}"
+        else:
+            vs = "- | -"
+        rows.append(f"| {name} | {methods[name][1]} | {np.median(times[name]) * 1000:.2f} | {e.mean():.2f} | {sub} | {vs} |")
+    for name, why in failed.items():
+        rows.append(f"| {name} | - | does not run on this CPU / torch build: {why} | | " + "| " * len(subsets) + "| |")
+    print("\n".join(rows))
+
+    cmd = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    head = [
+        "# Numeric precision: speed, accuracy and size, same faces, one run\n",
+        f"Command: `{cmd}`  ",
+        f"Date: {datetime.date.today()}  ",
+        f"Machine: {platform.platform()}; CPU {cpu_model()}, {os.cpu_count()} cores (flags: {cpu_flags()}); "
+        f"shared machine, timings with 1 thread, indicative only  ",
+        f"Software: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}  ",
+        f"Model: {args.model or 'bundled default'} ({info.backbone}, {info.input_size} px input); "
+        f"split from `{args.config}` (seed {cfg.seed}, val_fraction {cfg.data.val_fraction}).\n",
+        f"Faces: {len(val)} of the {len(splits.val.samples)} validation faces (seeded random subset), "
+        "cropped from the ground-truth landmark boxes, no flip averaging, no refinement; every method sees the same crops. "
+        f"int8 calibration: {note} (training split only; the validation faces are never used), "
+        f"MinMax ranges, {quant_s:.0f} s. "
+        f"Speed: crop + network + un-crop per face, batch 1, median of {len(val) - WARMUP} faces after "
+        f"{WARMUP} warm-up faces, methods interleaved face by face in a rotating order. "
+        "bf16/fp16: `torch.autocast('cpu', dtype)` around the fp32 model (the weights stay fp32 on disk, so the file "
+        "is the fp32 one). NME in percent of the ground-truth outer-eye-corner distance; the last two columns compare "
+        "each method with PyTorch fp32 on the same faces (mean point distance in % of the inter-ocular distance, and "
+        "the largest single coordinate difference in image pixels).\n",
+    ]
+    Path(args.out).write_text("\n".join(head + rows) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

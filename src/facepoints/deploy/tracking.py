@@ -1,0 +1,357 @@
+"""Landmarks on video: follow each face from frame to frame and smooth its points.
+
+    from facepoints.deploy.tracking import Tracker, read_video
+    fps, frames = read_video("clip.mp4")
+    tracker = Tracker(facepoints.load(), fps=fps)
+    for frame in frames:                            # RGB uint8
+        for face in tracker.update(frame):          # TrackedFace: track_id, box, landmarks
+            ...
+
+How a frame is processed (:meth:`Tracker.update`):
+
+* **tracking**: each face's crop box is the tight box of its landmarks in the previous
+  frame (:func:`facepoints.data.samples.landmark_box`, the box convention
+  :meth:`Predictor.landmarks_in_boxes` takes and the model was trained on), so the
+  landmark model itself follows the face; no detector runs. The model gives no
+  confidence of its own, so each new shape is checked for plausibility: finite, at
+  least ``min_face`` px, between 0.6 and 1 / 0.6 times its size in the previous frame,
+  IoU >= ``min_iou`` with the previous box, and at least 40 % of its box inside the
+  frame. A face failing the check is *lost*.
+* **detection**: on the first frame, every ``detect_every`` frames after the last
+  detection, and at once when a face is lost or no face is being tracked, the full
+  :meth:`Predictor.predict` (detector, landmarks, refinement) runs. Detections are
+  associated with the tracks by IoU of landmark boxes (greedy, best pair first, at
+  least ``iou_threshold``): a matched track takes the detection's landmarks and keeps
+  its id (so a lost face the detector finds again keeps its id); a new face starts a
+  track with a new id. A track the detector does not find goes on from its previous
+  landmarks if plausible, and the detector is asked again on the next frame; a track
+  lost and not found, or missed ``max_misses + 1`` times in a row, ends. Of two tracks
+  that end up on one face (IoU > 0.5), the younger ends.
+* **smoothing**: each track has its own :class:`OneEuroFilter` over all its points.
+  The raw (unsmoothed) landmarks, not the smoothed ones, make the next crop, so
+  smoothing never feeds back into what the model sees; ``TrackedFace.raw`` keeps them.
+
+:func:`jitter` measures frame-to-frame shake; ``benchmarks/tracking.py`` reports it
+with and without smoothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from facepoints.data.crops import box_iou
+from facepoints.data.samples import landmark_box
+
+# Defaults chosen with benchmarks/tracking.py (still and slowly moving faces, 30 fps).
+MIN_CUTOFF = 0.5  # Hz
+BETA = 30.0  # per (face size / s): the cutoff rises by BETA Hz at one face size per second
+D_CUTOFF = 1.0  # Hz
+
+
+# ------------------------------------------------------------------ One Euro filter
+
+
+class OneEuroFilter:
+    """The 1€ filter (Casiez, Roussel and Vogel, CHI 2012): a first-order low-pass
+    whose cutoff rises with speed, so a still signal is smoothed hard and a moving one
+    follows with little lag.
+
+    For each sample ``x`` (any array shape; every element is filtered on its own, as the
+    paper treats a multi-dimensional signal), with the time step ``te = 1 / fps``::
+
+        alpha(fc) = r / (r + 1),  r = 2 pi fc te
+        dx   = (x - x_prev) / te                      x_prev: previous filtered value
+        edx  = edx_prev + alpha(d_cutoff) (dx - edx_prev)
+        fc   = min_cutoff + beta |edx| / scale
+        x_f  = x_prev + alpha(fc) (x - x_prev)
+
+    The first sample passes unchanged (``edx`` starts at 0). ``scale`` (per call) is the
+    unit of speed for ``beta``: the tracker passes the face size in pixels, so ``beta``
+    means the same for a small and a large face.
+    """
+
+    def __init__(self, min_cutoff: float = MIN_CUTOFF, beta: float = BETA, d_cutoff: float = D_CUTOFF,
+                 fps: float = 30.0):
+        for name, v in (("min_cutoff", min_cutoff), ("d_cutoff", d_cutoff), ("fps", fps)):
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number, got {v}")
+        if not (math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self.te = 1.0 / float(fps)
+        self.x: np.ndarray | None = None
+        self.dx: np.ndarray | None = None
+
+    @staticmethod
+    def alpha(cutoff, te: float):
+        r = 2 * math.pi * np.asarray(cutoff, np.float64) * te
+        return r / (r + 1)
+
+    def reset(self) -> None:
+        self.x = self.dx = None
+
+    def __call__(self, x, scale: float = 1.0) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if self.x is None or self.x.shape != x.shape:
+            self.x, self.dx = x.copy(), np.zeros_like(x)
+            return x.copy()
+        dx = (x - self.x) / self.te
+        self.dx = self.dx + self.alpha(self.d_cutoff, self.te) * (dx - self.dx)
+        cutoff = self.min_cutoff + self.beta * np.abs(self.dx) / max(float(scale), 1e-9)
+        self.x = self.x + self.alpha(cutoff, self.te) * (x - self.x)
+        return self.x.copy()
+
+
+# -------------------------------------------------------------------------- jitter
+
+
+def jitter(points_per_frame, scheme="ibug68", normalise: bool = True) -> float:
+    """Mean frame-to-frame displacement of the points of one face over a clip.
+
+    ``points_per_frame``: ``(F, P, 2)``, the face's landmarks in F consecutive frames.
+    The mean over frame pairs and points of ``|x[f+1] - x[f]|``, each pair divided by
+    its inter-ocular distance (outer eye corners of the scheme, as
+    :func:`facepoints.evaluation.metrics.normaliser` measures it, on the mean of the two
+    frames): a fraction like NME (0.01 = 1 %). ``normalise=False``: in pixels."""
+    from facepoints.evaluation.metrics import normaliser
+
+    p = np.asarray(points_per_frame, np.float64)
+    if p.ndim != 3 or p.shape[-1] != 2:
+        raise ValueError(f"points_per_frame must have shape (F, P, 2), got {p.shape}")
+    if len(p) < 2:
+        raise ValueError("jitter needs at least 2 frames")
+    step = np.linalg.norm(p[1:] - p[:-1], axis=-1).mean(axis=1)  # (F-1,)
+    if normalise:
+        step = step / normaliser((p[1:] + p[:-1]) / 2, scheme, "io")
+    return float(step.mean())
+
+
+# --------------------------------------------------------------------------- video
+
+
+class VideoError(ValueError):
+    """A video that cannot be read; the message names the file."""
+
+
+def read_video(path) -> tuple[float, Iterator[np.ndarray]]:
+    """``(fps, frames)``: the frame rate (30 when the file does not say) and an iterator
+    of RGB uint8 frames. Raises :class:`VideoError` naming the file when it is missing,
+    cannot be opened as a video or has no frames; the first frame is read here."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise VideoError(f"{path}: cannot open as a video (not a video, or a codec OpenCV cannot decode)")
+    ok, first = cap.read()
+    if not ok or first is None:
+        cap.release()
+        raise VideoError(f"{path}: the video has no frames")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    if not (math.isfinite(fps) and 0 < fps <= 1000):
+        fps = 30.0
+
+    def frames():
+        frame = first
+        try:
+            while True:
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    return
+        finally:
+            cap.release()
+
+    return fps, frames()
+
+
+# -------------------------------------------------------------------------- tracker
+
+
+@dataclass
+class TrackedFace:
+    """One face in one frame. ``box``: the tight box of ``landmarks``; ``landmarks``:
+    smoothed (if the tracker smooths); ``raw``: the model's own answer this frame."""
+
+    track_id: int
+    box: np.ndarray
+    landmarks: np.ndarray
+    raw: np.ndarray
+    detected: bool  # this frame's landmarks came from a detection
+
+    def to_dict(self) -> dict:
+        return {
+            "track_id": self.track_id,
+            "box": [round(float(v), 2) for v in self.box],
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+        }
+
+
+@dataclass
+class _Track:
+    id: int
+    raw: np.ndarray  # (P, 2) the model's last answer; its landmark box is the next crop
+    filter: OneEuroFilter | None
+    misses: int = 0
+    points: np.ndarray | None = None  # smoothed
+
+    @property
+    def box(self) -> np.ndarray:
+        return landmark_box(self.raw)
+
+
+def _size(box) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1]))
+
+
+class Tracker:
+    """Follow every face of a video with ``predictor`` (a :class:`Predictor` with a
+    detector) and smooth its landmarks; see the module docstring for the steps.
+
+    ``update(frame)`` takes consecutive RGB uint8 frames and returns the faces of each
+    as :class:`TrackedFace` objects with stable ``track_id``s (1, 2, ... in order of
+    appearance). ``detector_calls`` and ``detection_frames`` count the detector runs.
+    """
+
+    def __init__(self, predictor, fps: float = 30.0, detect_every: int = 30, smooth: bool = True,
+                 min_cutoff: float = MIN_CUTOFF, beta: float = BETA, d_cutoff: float = D_CUTOFF,
+                 iou_threshold: float = 0.3, min_iou: float = 0.3, min_face: float = 8.0, max_misses: int = 1):
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        self.predictor = predictor
+        self.fps, self.detect_every, self.smooth = float(fps), int(detect_every), smooth
+        self.filter_args = dict(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff, fps=fps)
+        OneEuroFilter(**self.filter_args)  # validate now, not at the first face
+        self.iou_threshold, self.min_iou, self.min_face, self.max_misses = iou_threshold, min_iou, min_face, max_misses
+        self.tracks: list[_Track] = []
+        self.frame_index = -1
+        self.last_detection = None
+        self.detector_calls = 0
+        self.detection_frames: list[int] = []
+        self._next_id = 1
+        self._retry = False  # a track was missed by the detector: ask again next frame
+
+    @property
+    def tracks_started(self) -> int:
+        return self._next_id - 1
+
+    def plausible(self, old_box, points, shape) -> bool:
+        """Whether ``points`` (P, 2), found in the crop of ``old_box``, still look like
+        the face: not collapsed or exploded, not jumped away, not mostly off-frame."""
+        if not np.isfinite(points).all():
+            return False
+        box = landmark_box(points)
+        old, new = _size(old_box), _size(box)
+        if new < self.min_face or not (0.6 <= new / max(old, 1e-9) <= 1 / 0.6):
+            return False
+        if box_iou(box[None], old_box)[0] < self.min_iou:
+            return False
+        h, w = shape[:2]
+        ix = max(0.0, min(box[2], w - 1) - max(box[0], 0))
+        iy = max(0.0, min(box[3], h - 1) - max(box[1], 0))
+        area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
+        return ix * iy / area >= 0.4
+
+    def _follow(self, frame, tracks) -> dict[int, np.ndarray]:
+        """Landmarks from each track's previous box, for the plausible ones (by id)."""
+        if not tracks:
+            return {}
+        boxes = np.stack([t.box for t in tracks])
+        pts = self.predictor.landmarks_in_boxes(frame, boxes)
+        return {t.id: p for t, b, p in zip(tracks, boxes, pts) if self.plausible(b, p, frame.shape)}
+
+    def update(self, frame: np.ndarray) -> list[TrackedFace]:
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frame must be RGB uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
+        self.frame_index += 1
+        k = self.frame_index
+        detect = (not self.tracks or self._retry or self.last_detection is None
+                  or k - self.last_detection >= self.detect_every)
+        followed: dict[int, np.ndarray] = {}
+        did_follow = not detect
+        if did_follow:
+            followed = self._follow(frame, self.tracks)
+            detect = len(followed) < len(self.tracks)  # a face was lost
+        new_raw: dict[int, np.ndarray] = {}
+        from_detection: set[int] = set()
+        born: list[_Track] = []
+        if not detect:
+            new_raw = followed
+        else:
+            faces = self.predictor.predict(frame)
+            self.detector_calls += 1
+            self.detection_frames.append(k)
+            self.last_detection = k
+            det_pts = [np.asarray(f["landmarks"], np.float32) for f in faces]
+            det_boxes = [landmark_box(p) for p in det_pts]
+            pairs = sorted(((float(box_iou(d[None], t.box)[0]), i, j)
+                            for i, t in enumerate(self.tracks) for j, d in enumerate(det_boxes)), reverse=True)
+            used_t, used_d = set(), set()
+            for iou, i, j in pairs:
+                if iou < self.iou_threshold:
+                    break
+                if i in used_t or j in used_d:
+                    continue
+                used_t.add(i)
+                used_d.add(j)
+                t = self.tracks[i]
+                new_raw[t.id], t.misses = det_pts[j], 0
+                from_detection.add(t.id)
+            missed = [t for i, t in enumerate(self.tracks) if i not in used_t]
+            # not found by the detector: go on from the previous landmarks if plausible
+            still = followed if did_follow else self._follow(frame, missed)
+            for t in missed:
+                t.misses += 1
+                if t.id in still and t.misses <= self.max_misses:
+                    new_raw[t.id] = still[t.id]
+            kept_boxes = [landmark_box(p) for p in new_raw.values()]
+            for j, p in enumerate(det_pts):
+                if j in used_d:
+                    continue
+                if kept_boxes and box_iou(np.stack(kept_boxes), det_boxes[j]).max() >= self.iou_threshold:
+                    continue  # a face already followed (the detector's box moved too much to match)
+                t = _Track(self._next_id, p, OneEuroFilter(**self.filter_args) if self.smooth else None)
+                self._next_id += 1
+                born.append(t)
+                new_raw[t.id] = p
+                from_detection.add(t.id)
+        self.tracks = [t for t in self.tracks if t.id in new_raw] + born
+        self._retry = any(t.misses for t in self.tracks)
+        # two tracks on one face: the younger ends
+        keep: list[_Track] = []
+        for t in sorted(self.tracks, key=lambda t: t.id):
+            b = landmark_box(new_raw[t.id])
+            if all(box_iou(landmark_box(new_raw[o.id])[None], b)[0] <= 0.5 for o in keep):
+                keep.append(t)
+        self.tracks = keep
+        out = []
+        for t in self.tracks:
+            t.raw = np.asarray(new_raw[t.id], np.float32)
+            if t.filter is not None:
+                t.points = t.filter(t.raw, scale=max(_size(t.box), 1.0)).astype(np.float32)
+            else:
+                t.points = t.raw
+            out.append(TrackedFace(t.id, landmark_box(t.points), t.points, t.raw, t.id in from_detection))
+        return out
+
+
+def draw_tracks(frame: np.ndarray, faces: list[TrackedFace], scheme=None) -> np.ndarray:
+    """A copy of ``frame`` with each face's landmarks and box drawn (as
+    :func:`facepoints.deploy.draw.draw_faces` does) and its track id above the box."""
+    from facepoints.deploy.draw import YELLOW, draw_faces
+
+    out = draw_faces(frame, [{"box": f.box, "landmarks": f.landmarks} for f in faces], scheme)
+    thick = max(1, round(max(out.shape[:2]) / 400))
+    for f in faces:
+        x0, y0 = int(round(f.box[0])), int(round(f.box[1]))
+        cv2.putText(out, f"#{f.track_id}", (x0, max(10, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * thick, YELLOW, thick, cv2.LINE_AA)
+    return out

@@ -1,0 +1,209 @@
+"""Static int8 quantisation of an ONNX export (ONNX Runtime), calibrated on real faces.
+
+    crops, note = calibration_crops(model, info)                          # examples/ photos
+    crops, note = calibration_crops(model, info, dataset="300w:../shared/data/300w/afw")
+    quantize_onnx("m.onnx", "m-int8.onnx", crops, int8_info(info, note, len(crops)))
+
+``facepoints export --format onnx --int8`` does all of this and checks the result
+(:func:`facepoints.deploy.export.export_model`).
+
+The scheme: ONNX Runtime ``quantize_static`` in QDQ format, weights int8 per output
+channel, activations int8 per tensor (S8S8, ONNX Runtime's recommended default),
+ranges from MinMax calibration. The model is first put through ONNX Runtime's
+``quant_pre_process`` (shape inference and graph optimisation, e.g. BatchNorm folded
+into convolutions, so each fused convolution gets one weight scale per channel).
+
+Calibration crops are made by the :class:`~facepoints.deploy.predictor.Predictor`
+itself: the fp32 model runs behind a recorder, so the calibration set is exactly the
+batches inference feeds the network (detector crops, the refinement crops around the
+predicted landmarks, and the mirrored copies when the model uses flip averaging).
+From photos the face detector finds the faces; from an annotated dataset the crops
+come from the ground-truth landmark boxes (the evaluation protocol).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from facepoints.models.package import ModelInfo
+
+DEFAULT_CALIBRATION_FACES = 200
+# An int8 export is kept if the mean point distance between its landmarks and the fp32
+# PyTorch model's, in percent of the inter-ocular distance, stays at or below this
+# (it bounds how much the NME against any ground truth can move). 1 point is loose on
+# purpose: the bundled model is at about 5.5 % NME, and int8 usually costs a fraction
+# of a point; what it catches is a broken quantisation (tens of points).
+INT8_MAX_NME_CHANGE = 1.0
+
+
+class CalibrationError(ValueError):
+    """No usable calibration faces."""
+
+
+class _Recorder:
+    """Wraps a backend ``run(batch)`` and keeps a copy of every batch it is given."""
+
+    def __init__(self, run):
+        self.run, self.batches = run, []
+
+    def __call__(self, batch):
+        self.batches.append(np.array(batch, dtype=np.float32, copy=True))
+        return self.run(batch)
+
+
+def _recording_predictor(model, info: ModelInfo, detector, refine: int):
+    from facepoints.deploy.predictor import Predictor
+
+    pred = Predictor(model, info, detector=detector, refine=refine)
+    rec = _Recorder(pred.run)
+    pred.run = rec
+    return pred, rec
+
+
+def crops_from_photos(model, info: ModelInfo, photos, faces: int = DEFAULT_CALIBRATION_FACES,
+                      detector="yunet", refine: int = 1) -> tuple[np.ndarray, int]:
+    """Network inputs for the faces the detector finds in ``photos`` (paths), as
+    ``Predictor.predict`` makes them (``refine`` refinement passes); stops after
+    ``faces`` faces. Returns ``(crops (N, 3, S, S) float32, faces used)``."""
+    from facepoints.data.images import read_image
+
+    pred, rec = _recording_predictor(model, info, detector, refine)
+    used = 0
+    for photo in photos:
+        if used >= faces:
+            break
+        used += len(pred.predict(read_image(photo)))
+    if not rec.batches:
+        raise CalibrationError(f"the face detector found no face in {len(list(photos))} calibration photo(s)")
+    return np.concatenate(rec.batches), used
+
+
+def crops_from_samples(model, info: ModelInfo, samples, faces: int = DEFAULT_CALIBRATION_FACES,
+                       seed: int = 0) -> tuple[np.ndarray, int]:
+    """Network inputs for annotated ``samples`` (``.image``, ``.landmarks``), cropped
+    from their ground-truth landmark boxes as ``Predictor.predict(image, boxes=...)``
+    does; at most ``faces`` of them, drawn at random (``seed``) when there are more."""
+    from facepoints.data.images import read_image
+    from facepoints.data.samples import landmark_box
+
+    samples = list(samples)
+    if not samples:
+        raise CalibrationError("no calibration faces: the dataset is empty")
+    if len(samples) > faces:
+        keep = np.sort(np.random.default_rng(seed).choice(len(samples), faces, replace=False))
+        samples = [samples[i] for i in keep]
+    pred, rec = _recording_predictor(model, info, None, 0)
+    for s in samples:
+        pred.predict(read_image(s.image), boxes=landmark_box(s.landmarks)[None])
+    return np.concatenate(rec.batches), len(samples)
+
+
+def calibration_crops(model, info: ModelInfo, dataset: str | None = None, photos=None,
+                      faces: int = DEFAULT_CALIBRATION_FACES, detector="yunet", seed: int = 0) -> tuple[np.ndarray, str]:
+    """Calibration crops and a one-line description of where they came from.
+
+    ``dataset``: a ``FORMAT:PATH`` spec (ground-truth boxes); otherwise ``photos``
+    (files or folders; the example photos by default) through the face detector.
+    ``model``: the fp32 PyTorch module (or any backend) that makes the refinement crops.
+    """
+    if faces < 1:
+        raise CalibrationError(f"calibration needs at least one face, not {faces}")
+    if dataset is not None:
+        from facepoints.data.formats import read_dataset
+
+        ds = read_dataset(dataset, info.landmark_scheme)
+        crops, used = crops_from_samples(model, info, ds.samples, faces, seed)
+        return crops, f"{used} faces of {dataset} (ground-truth landmark boxes), {len(crops)} crops"
+    from facepoints.deploy.export import _images
+
+    files = _images(photos)
+    if not files:
+        raise CalibrationError("no calibration photos (give a dataset with --calibration FORMAT:PATH)")
+    crops, used = crops_from_photos(model, info, files, faces, detector)
+    where = "the example photos" if photos is None else f"{len(files)} photo(s)"
+    name = detector if isinstance(detector, str) else "detector"
+    return crops, f"{used} faces in {where} ({name} boxes + refinement), {len(crops)} crops"
+
+
+class CropReader:
+    """An ONNX Runtime ``CalibrationDataReader`` over an array of crops."""
+
+    def __init__(self, crops: np.ndarray, input_name: str, batch: int = 16):
+        self.crops, self.input_name, self.batch, self.pos = crops, input_name, batch, 0
+
+    def get_next(self):
+        if self.pos >= len(self.crops):
+            return None
+        x = np.ascontiguousarray(self.crops[self.pos:self.pos + self.batch], dtype=np.float32)
+        self.pos += self.batch
+        return {self.input_name: x}
+
+    def rewind(self):
+        self.pos = 0
+
+
+def _reader(crops, input_name, batch=16):
+    # subclass at call time: onnxruntime.quantization is imported only when quantising
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CropReader, CalibrationDataReader):
+        pass
+
+    return Reader(crops, input_name, batch)
+
+
+def int8_info(info: ModelInfo, calibration: str, crops: int, method: str = "MinMax") -> ModelInfo:
+    """``info`` marked as an int8 export, with how it was quantised."""
+    import onnxruntime
+
+    return dataclasses.replace(info, precision="int8", quantization={
+        "tool": f"onnxruntime {onnxruntime.__version__} quantize_static",
+        "format": "QDQ",
+        "weights": "int8, per output channel",
+        "activations": "int8, per tensor",
+        "calibration_method": method,
+        "calibration": calibration,
+        "calibration_crops": int(crops),
+    })
+
+
+def quantize_onnx(fp32_path: str | Path, out: str | Path, crops: np.ndarray, info: ModelInfo,
+                  method: str = "MinMax", per_channel: bool = True, nodes_to_exclude=None) -> Path:
+    """Quantise the fp32 ONNX file ``fp32_path`` to ``out`` (static, QDQ) with ranges
+    from ``crops``; ``info`` (see :func:`int8_info`) goes into the file's metadata."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method.lower() not in methods:
+        raise ValueError(f"unknown calibration method {method!r}; choose from MinMax, Entropy, Percentile")
+    if len(crops) == 0:
+        raise CalibrationError("no calibration crops")
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="facepoints-int8-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre))
+        input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+        q = Path(tmp) / "int8.onnx"
+        # the histogram calibrators need batches of one shape: feed them one crop at a time
+        batch = 16 if method.lower() == "minmax" else 1
+        quantize_static(str(pre), str(q), _reader(crops, input_name, batch), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=methods[method.lower()], nodes_to_exclude=nodes_to_exclude)
+        proto = onnx.load(str(q))
+    del proto.metadata_props[:]
+    meta = proto.metadata_props.add()
+    meta.key, meta.value = "facepoints", info.to_json()
+    s = info.input_size
+    proto.doc_string = (f"facepoints landmark model, int8 (static QDQ): image (B, 3, {s}, {s}) float32 RGB in [0, 1] -> "
+                        f"landmarks (B, {info.landmark_scheme.num_points}, 2) in crop units; metadata under 'facepoints'")
+    onnx.checker.check_model(proto)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(out))
+    return out
