@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facepoints.evaluation.machine import cpu_name
+
 CONFIG = "configs/ablation.yaml"
 RUNS = Path("runs/ablation")
 
@@ -39,6 +41,8 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("coordconv", "CoordConv in the head", ["model.coordconv=true"]),
     ("scratch", "no ImageNet weights (from scratch)", ["model.pretrained=false"]),
     ("size64", "input 64 px", ["model.input_size=64"]),
+    ("distill", "input 64 px, distilled from the bundled 112 px model (distill.weight 0.5)",
+     ["model.input_size=64", "distill={teacher: src/facepoints/weights/default.safetensors, weight: 0.5}"]),
     ("noaug", "augmentation off", ["augment.enabled=false"]),
     ("balanced", "data.balance by yaw, 2 epochs (about the same steps as 3 unbalanced)",
      ["data.balance={by: yaw}", "optim.epochs=2"]),
@@ -115,7 +119,7 @@ def table(out: Path, repeats: int) -> None:
         "# Ablation: one idea per row, same data, split and budget",
         "",
         f"Generated {datetime.date.today()} by `python benchmarks/ablation.py table` on "
-        f"{platform.machine()} / {platform.processor() or platform.platform()} "
+        f"{cpu_name()} ({platform.machine()}) "
         "(2 shared CPU cores, no GPU).",
         "",
         "Every row trains `configs/ablation.yaml` (the default recipe at a reduced budget: "

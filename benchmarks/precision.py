@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facepoints.evaluation.machine import cpu_flags, cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 3
 
@@ -49,28 +51,6 @@ class AutocastRunner:
 
         with torch.no_grad(), torch.autocast("cpu", dtype=self.dtype):
             return self.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).float().numpy()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                keep = [f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f or "bf16" in f or f == "f16c"]
-                return " ".join(keep)
-    except OSError:
-        pass
-    return "?"
 
 
 def main():
@@ -193,7 +173,7 @@ def main():
         "# Numeric precision: speed, accuracy and size, same faces, one run\n",
         f"Command: `{cmd}`  ",
         f"Date: {datetime.date.today()}  ",
-        f"Machine: {platform.platform()}; CPU {cpu_model()}, {os.cpu_count()} cores (flags: {cpu_flags()}); "
+        f"Machine: {platform.platform()}; CPU {cpu_name()}, {os.cpu_count()} cores (flags: {cpu_flags()}); "
         f"shared machine, timings with 1 thread, indicative only  ",
         f"Software: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}  ",
         f"Model: {args.model or 'bundled default'} ({info.backbone}, {info.input_size} px input); "

@@ -427,7 +427,9 @@ def _out_of_fold(ds, config: Path, k: int, threads: int):
     from facepoints.training.config import load_config
     from facepoints.training.loop import Splits, train
 
-    base = load_config(config)
+    # The fold models train on the dataset being cleaned: the config's data.train, if
+    # any, is replaced (a placeholder keeps a config without a data section valid).
+    base = load_config(config, {"data.train": [f"fold:{ds.name}"]})
     work = Path(tempfile.mkdtemp(prefix="facepoints-folds-"))
     counter = iter(range(k))
 

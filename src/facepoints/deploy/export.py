@@ -125,10 +125,19 @@ def write_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, opset: 
         torch.onnx.export(model.eval(), (example,), buf, opset_version=opset, input_names=["image"],
                           output_names=["landmarks"], dynamic_axes={"image": {0: "batch"}, "landmarks": {0: "batch"}},
                           do_constant_folding=True, dynamo=False)
-    proto = onnx.load_from_string(buf.getvalue())
+    return save_onnx(onnx.load_from_string(buf.getvalue()), info, out)
+
+
+def save_onnx(proto, info: ModelInfo, out: Path, kind: str = "") -> Path:
+    """Check ``proto`` and write it to ``out`` with ``info`` as its only metadata
+    (key ``facepoints``) and a doc string saying what goes in and comes out."""
+    import onnx
+
+    del proto.metadata_props[:]
     meta = proto.metadata_props.add()
     meta.key, meta.value = "facepoints", info.to_json()
-    proto.doc_string = (f"facepoints landmark model: image (B, 3, {s}, {s}) float32 RGB in [0, 1] -> "
+    s = info.input_size
+    proto.doc_string = (f"facepoints landmark model{kind}: image (B, 3, {s}, {s}) float32 RGB in [0, 1] -> "
                         f"landmarks (B, {info.landmark_scheme.num_points}, 2) in crop units; metadata under 'facepoints'")
     onnx.checker.check_model(proto)
     out.parent.mkdir(parents=True, exist_ok=True)

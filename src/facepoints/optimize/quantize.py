@@ -197,13 +197,6 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, crops: np.ndarray, inf
                         per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=methods[method.lower()], nodes_to_exclude=nodes_to_exclude)
         proto = onnx.load(str(q))
-    del proto.metadata_props[:]
-    meta = proto.metadata_props.add()
-    meta.key, meta.value = "facepoints", info.to_json()
-    s = info.input_size
-    proto.doc_string = (f"facepoints landmark model, int8 (static QDQ): image (B, 3, {s}, {s}) float32 RGB in [0, 1] -> "
-                        f"landmarks (B, {info.landmark_scheme.num_points}, 2) in crop units; metadata under 'facepoints'")
-    onnx.checker.check_model(proto)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(out))
-    return out
+    from facepoints.deploy.export import save_onnx
+
+    return save_onnx(proto, info, out, kind=", int8 (static QDQ)")
