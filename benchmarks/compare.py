@@ -30,7 +30,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from facepoints.data.images import read_image
 from facepoints.data.labeling import dlib_landmarker
 from facepoints.data.samples import landmark_box
 from facepoints.deploy.predictor import Predictor
+from facepoints.evaluation.machine import cpu_name
 from facepoints.evaluation.metrics import auc, failure_rate, nme
 from facepoints.schemes import IBUG68
 from facepoints.training.config import load_config
@@ -193,6 +193,9 @@ def mediapipe_rows(mp, samples, images, boxes, gt) -> list[str]:
     return [line + " (ms per whole image: its detection + mesh)", note]
 
 
+FAST = "fast model (--fast-model)"
+
+
 def speed(args, samples, dlib, mp=None) -> list[str]:
     """ms per face (box given) and per image (detector + landmarks), 1 thread."""
     import cv2
@@ -208,10 +211,15 @@ def speed(args, samples, dlib, mp=None) -> list[str]:
     cv2.setNumThreads(1)
     images = [read_image(s.image) for s in samples]
     boxes = [landmark_box(s.landmarks) for s in samples]
-    model, info = load_model(args.model)
-    fused = fuse_batchnorm(model)[0]
-    onnx_path = Path(tempfile.mkdtemp()) / "m.onnx"
-    write_onnx(fused, info, onnx_path)
+
+    def onnx_of(model_file):
+        model, info = load_model(model_file)
+        fused = fuse_batchnorm(model)[0]
+        path = Path(tempfile.mkdtemp()) / "m.onnx"
+        write_onnx(fused, info, path)
+        return model, info, fused, path
+
+    model, info, fused, onnx_path = onnx_of(args.model)
     per_face = {
         "facepoints PyTorch fp32": Predictor(model, info, detector=None, threads=1, flip=False),
         "facepoints PyTorch fp32, BN fused": Predictor(fused, info, detector=None, threads=1,
@@ -225,6 +233,11 @@ def speed(args, samples, dlib, mp=None) -> list[str]:
         "facepoints: YuNet + ONNX Runtime, no flip, refine 0 (fastest)":
             Predictor.from_file(onnx_path, threads=1, flip=False, refine=0),
     }
+    if args.fast_model:
+        fast_onnx = onnx_of(args.fast_model)[3]
+        per_face[f"{FAST} ONNX Runtime fp32"] = Predictor.from_file(fast_onnx, detector=None, threads=1, flip=False)
+        per_image[f"{FAST}: YuNet + ONNX Runtime, no flip, refine 0"] = Predictor.from_file(
+            fast_onnx, threads=1, flip=False, refine=0)
     times = {k: [] for k in [*per_face, *per_image]}
     dlib_face, dlib_image, mp_image = [], [], []
     if dlib is not None:
@@ -287,6 +300,7 @@ def main():
     ap.add_argument("--config", default="configs/default.yaml")
     ap.add_argument("--model", default=None, help="model file (default: the bundled one)")
     ap.add_argument("--out", default="benchmarks/compare.md")
+    ap.add_argument("--fast-model", default=None, help="a second, faster model file to measure beside --model")
     ap.add_argument("--speed-images", type=int, default=60, help="images for the speed section (0: skip it)")
     ap.add_argument("--no-dlib", action="store_true", help="leave dlib out")
     ap.add_argument("--limit", type=int, default=None, help="at most this many faces per subset")
@@ -321,8 +335,11 @@ def main():
         start = len(lines) + 3
         lines += [f"\n### {title}\n", "| method | faces | NME io % | NME ip % | FR@0.1 % | AUC@0.1 | ms/face |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
-        for name, kw in variants.items():
-            p = Predictor.from_file(args.model, detector=None, threads=1, **kw)
+        runs = [(name, args.model, kw) for name, kw in variants.items()]
+        if args.fast_model:
+            runs.append((f"{FAST}, no flip (GT box)", args.fast_model, dict(refine=0, flip=False)))
+        for name, model_file, kw in runs:
+            p = Predictor.from_file(model_file, detector=None, threads=1, **kw)
             t = time.perf_counter()
             pred = np.stack([p.landmarks_in_boxes(img, b[None])[0] for img, b in zip(images, boxes)])
             lines.append(row(name, pred, gt, time.perf_counter() - t))
@@ -342,13 +359,13 @@ def main():
         lines += speed(args, subsets["300-W val (AFW + HELEN photos held out)"][: args.speed_images], dlib, mp)
     if mp is not None:
         mp.close()
-    cpu = subprocess.run("lscpu | grep 'Model name' | cut -d: -f2", shell=True, capture_output=True, text=True).stdout.strip()
     head = [
         f"# facepoints vs dlib{' and MediaPipe' if mp else ''}: accuracy on the validation split, CPU speed\n",
         f"Command: `python {' '.join(sys.argv)}`  ",
         f"Date: {datetime.date.today()}  ",
-        f"Machine: {cpu or platform.processor()}, 2 cores; timings with 1 thread, shared machine (indicative only)  ",
-        f"Model: {args.model or 'bundled default'}; split from `{args.config}` (seed {cfg.seed}, val_fraction {cfg.data.val_fraction}).",
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores; timings with 1 thread, shared machine (indicative only)  ",
+        f"Model: {args.model or 'bundled default'}"
+        + (f"; fast model: `{args.fast_model}`" if args.fast_model else "") + f"; split from `{args.config}` (seed {cfg.seed}, val_fraction {cfg.data.val_fraction}).",
         "NME in percent of the outer-eye-corner distance (io) or the eye-centre distance (ip).",
     ]
     if mp is not None:

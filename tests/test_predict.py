@@ -4,7 +4,6 @@ dataset the test writes, the Python API and the CLI."""
 import json
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 import facepoints

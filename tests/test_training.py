@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import yaml
 
-from facepoints.models.package import load_model, read_info
+from facepoints.models.package import load_model
 from facepoints.training.config import ConfigError, load_config
 from facepoints.training.loop import lr_factor, make_splits, train
 from helpers import write_300w_folder
