@@ -255,3 +255,40 @@ def test_out_of_fold_cleaning_from_the_cli(tmp_path):
     assert report["n"] == 10 and report["model"].startswith("2-fold models")
     r = CliRunner().invoke(app, ["clean", f"300w:{data}", "--folds", "2"])
     assert r.exit_code == 2 and "--fold-config" in r.output
+
+
+def test_detector_box_exposes_a_scaled_shape_and_starts_the_model_crop(tmp_path):
+    """With a face detector's box per sample, labels scaled about their centre (which
+    no shape check can see) stand out by detector_scale, and the model's first crop is
+    the detector's box, not the (wrong) label box."""
+    from facepoints.data.cleaning import model_predictions
+    from facepoints.data.samples import landmark_box
+
+    folder = write_300w_folder(tmp_path / "faces", n=N, seed=5)
+    ds = read_dataset(f"300w:{folder}")
+    truth = [landmark_box(s.landmarks).astype(np.float64) for s in ds.samples]
+    rng = np.random.default_rng(0)
+    # a detector's box: the true face box with a few % of noise in size and place
+    det = np.stack([b + rng.normal(0, 0.02, 4) * (b[2] - b[0]) for b in truth])
+    bad = 7
+    s = ds.samples[bad]
+    s.landmarks = s.landmarks.mean(0) + (s.landmarks - s.landmarks.mean(0)) * 1.25
+    rep = score_dataset(ds, detections=det)
+    top = rep.ranked[0]
+    assert top.index == bad and any(r.startswith("detector_scale") for r in top.reasons), top
+    assert score_dataset(ds).ranked[0].index != bad  # the shape checks alone cannot see it
+
+    class Recorder:
+        scheme = IBUG68
+        seen = []
+
+        def landmarks_in_boxes(self, img, boxes):
+            self.seen.append(np.asarray(boxes[0], np.float64))
+            return np.asarray(ds.samples[0].landmarks, np.float64)[None]
+
+    rec = Recorder()
+    nan = np.full_like(det, np.nan)
+    nan[bad] = det[bad]
+    model_predictions(ds.subset([bad, 0]), rec, refine=0, start_boxes=nan[[bad, 0]])
+    np.testing.assert_allclose(rec.seen[0], det[bad])  # from the detector's box
+    np.testing.assert_allclose(rec.seen[1], landmark_box(ds.samples[0].landmarks), atol=1e-4)  # no detection: labels

@@ -367,6 +367,9 @@ def clean(
     folds: int = typer.Option(0, help="out-of-fold model residuals: train this many models (k-fold by group) "
                               "with --fold-config, each scoring the faces it never saw (0: use --model)"),
     fold_config: Optional[Path] = typer.Option(None, help="training config for the fold models (its data section is ignored)"),
+    detector: str = typer.Option("yunet", help="face detector (with the model checks): its box for each face starts "
+                                 "the model's crop, so wrong labels do not choose it, and is compared with the labels' "
+                                 "box; 'none': crops from the label boxes, no detector checks"),
 ):
     """Find suspicious annotations: score every sample with label heuristics and a
     model's residuals, rank them, and report the flagged ones with their reasons.
@@ -382,11 +385,12 @@ def clean(
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     try:
         ds = read_dataset(dataset, skip_missing=skip_missing)
-        predictor, name, predictions = None, None, None
+        predictor, name, predictions, detections = None, None, None, None
         if folds:
             if fold_config is None:
                 fail("--folds needs --fold-config (a training config for the fold models)")
-            predictions = _out_of_fold(ds, fold_config, folds, threads)
+            detections = _detections(ds, detector, as_json)
+            predictions = _out_of_fold(ds, fold_config, folds, threads, detections)
             name = f"{folds}-fold models from {fold_config}"
         elif not no_model:
             from facepoints.deploy.predictor import Predictor
@@ -395,8 +399,9 @@ def clean(
             if not Path(path).is_file():
                 fail(f"{path}: no such model file; pass --model, or --no-model for the heuristics alone")
             predictor, name = Predictor.from_file(path, detector=None, threads=threads), str(path)
+            detections = _detections(ds, detector, as_json)
         report = score_dataset(ds, predictor, predictions, threshold=threshold, margin=margin, model_name=name,
-                               progress=not as_json and sys.stderr.isatty())
+                               progress=not as_json and sys.stderr.isatty(), detections=detections)
     except (ModelFileError, AnnotationError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     if out:
@@ -416,7 +421,17 @@ def clean(
     for w in report.warnings:
         typer.echo(f"warning: {w}", err=True)
 
-def _out_of_fold(ds, config: Path, k: int, threads: int):
+def _detections(ds, detector: str, quiet: bool):
+    """Each sample's matched face detection (cleaning.matched_detections), or None for 'none'."""
+    if detector.lower() == "none":
+        return None
+    from facepoints.data.cleaning import matched_detections
+    from facepoints.deploy.detectors import get_detector
+
+    return matched_detections(ds, get_detector(detector), progress=not quiet and sys.stderr.isatty())
+
+
+def _out_of_fold(ds, config: Path, k: int, threads: int, detections=None):
     """Train ``k`` models, each without one fold, and predict that fold."""
     import contextlib
     import tempfile
@@ -442,7 +457,7 @@ def _out_of_fold(ds, config: Path, k: int, threads: int):
             best = train(cfg, progress=False, splits=splits)
         return Predictor.from_file(best, detector=None, threads=threads)
 
-    return out_of_fold_predictions(ds, make_predictor, k=k)
+    return out_of_fold_predictions(ds, make_predictor, k=k, start_boxes=detections)
 
 
 @app.command("label")

@@ -249,10 +249,15 @@ def _complex_from_real(x: np.ndarray) -> np.ndarray:
 
 
 def model_predictions(ds: Dataset, predictor, refine: int = 2, usable: np.ndarray | None = None,
-                      progress: bool = False) -> tuple[np.ndarray, list[str]]:
-    """Predictions (S, N, 2) from the crop around each sample's own labels, re-cropped
-    ``refine`` times around the prediction; NaN where a sample is not usable or its
-    image cannot be read (listed in the second return value)."""
+                      progress: bool = False, start_boxes: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+    """Predictions (S, N, 2), re-cropped ``refine`` times around the prediction; NaN
+    where a sample is not usable or its image cannot be read (listed in the second
+    return value).
+
+    ``start_boxes`` (S, 4), e.g. :func:`matched_detections`: where finite, the first
+    crop comes from that box instead of the sample's label box, so that the labels
+    themselves (possibly the error being looked for: scaled, shifted, another photo's)
+    do not choose the crop; a weak model started from a wrong crop tends to follow it."""
     from facepoints.data.images import ImageError, read_image
 
     if predictor.scheme.num_points != ds.scheme.num_points:
@@ -275,11 +280,46 @@ def model_predictions(ds: Dataset, predictor, refine: int = 2, usable: np.ndarra
         except ImageError as e:
             errors.append(str(e))
             continue
-        p = predictor.landmarks_in_boxes(img, landmark_box(s.landmarks)[None])[0]
+        start = landmark_box(s.landmarks)
+        if start_boxes is not None and np.isfinite(start_boxes[i]).all():
+            start = start_boxes[i]
+        p = predictor.landmarks_in_boxes(img, np.asarray(start, np.float64)[None])[0]
         for _ in range(refine):
             p = predictor.landmarks_in_boxes(img, landmark_box(p)[None])[0]
         out[i] = p
     return out, errors
+
+
+def matched_detections(ds: Dataset, detector, min_iou: float = 0.1, progress: bool = False) -> np.ndarray:
+    """(S, 4) for each sample the landmark-convention box (``detector.to_landmark_box``)
+    of the detection that overlaps its label box most (IoU >= ``min_iou``); NaN where
+    none does or the image cannot be read. Independent of the labels' size and place,
+    so it both starts the model's crops and is a check of its own (``detector_*``)."""
+    from facepoints.data.crops import box_iou
+    from facepoints.data.images import ImageError, read_image
+
+    out = np.full((len(ds), 4), np.nan)
+    it = range(len(ds))
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="detector", unit="image", leave=False)
+    for i in it:
+        s = ds.samples[i]
+        if not np.isfinite(s.landmarks).all():
+            continue
+        try:
+            img = read_image(s.image)
+        except ImageError:
+            continue
+        det = detector.detect(img)
+        if len(det) == 0:
+            continue
+        boxes = np.asarray(detector.to_landmark_box(det.boxes), np.float64).reshape(-1, 4)
+        iou = box_iou(boxes, landmark_box(s.landmarks))
+        if iou.max() >= min_iou:
+            out[i] = boxes[int(np.argmax(iou))]
+    return out
 
 
 def _fold(group: str, k: int, seed: int) -> int:
@@ -288,7 +328,8 @@ def _fold(group: str, k: int, seed: int) -> int:
 
 
 def out_of_fold_predictions(ds: Dataset, make_predictor: Callable[[Dataset], object], k: int = 5,
-                            seed: int = 0, refine: int = 2, progress: bool = False) -> np.ndarray:
+                            seed: int = 0, refine: int = 2, progress: bool = False,
+                            start_boxes: np.ndarray | None = None) -> np.ndarray:
     """Predictions (S, N, 2) where each sample's comes from a model that never saw it.
 
     The samples are split into ``k`` folds by ``Sample.group`` (faces of one photo or
@@ -303,7 +344,8 @@ def out_of_fold_predictions(ds: Dataset, make_predictor: Callable[[Dataset], obj
         if not len(test):
             continue
         predictor = make_predictor(ds.subset(np.flatnonzero(folds != f), name=f"{ds.name} (fold {f} out)"))
-        pred, _ = model_predictions(ds.subset(test), predictor, refine=refine, progress=progress)
+        pred, _ = model_predictions(ds.subset(test), predictor, refine=refine, progress=progress,
+                                    start_boxes=None if start_boxes is None else start_boxes[test])
         out[test] = pred
     return out
 
@@ -372,13 +414,16 @@ def _coinciding(points: np.ndarray, tol: float) -> set:
 
 def score_dataset(ds: Dataset, predictor=None, predictions: np.ndarray | None = None, *,
                   threshold: float = DEFAULT_THRESHOLD, margin: float = 0.1, shape_modes: int | None = None,
-                  refine: int = 2, model_name: str | None = None, progress: bool = False) -> CleanReport:
+                  refine: int = 2, model_name: str | None = None, progress: bool = False,
+                  detections: np.ndarray | None = None) -> CleanReport:
     """Score and rank every sample of ``ds`` (see the module docstring).
 
     ``predictor``: a :class:`~facepoints.deploy.predictor.Predictor` for the model
     checks (``None``: heuristics only, unless ``predictions`` (S, N, 2) are given).
     ``margin``: how far outside the image (fraction of its width/height) a point may
-    lie before ``outside_image`` fires."""
+    lie before ``outside_image`` fires. ``detections`` (S, 4), from
+    :func:`matched_detections`: a face detector's box per sample, which starts the
+    model's crops and adds the ``detector_scale`` and ``detector_shift`` checks."""
     S = len(ds)
     scheme = ds.scheme
     n = scheme.num_points
@@ -432,10 +477,15 @@ def score_dataset(ds: Dataset, predictor=None, predictions: np.ndarray | None = 
     if has_box.sum() >= 5:
         _box_checks(checks, ds, L, has_box, face)
 
+    if detections is not None:
+        found = usable & np.isfinite(detections).all(1)
+        if found.sum() >= 5:
+            _detector_checks(checks, L, detections, found, face)
+
     model = None
     if predictions is None and predictor is not None:
         predictions, errs = model_predictions(ds, predictor, refine=refine, usable=usable & ~unreadable,
-                                              progress=progress)
+                                              progress=progress, start_boxes=detections)
         warnings.extend(errs)
     if predictions is not None:
         model = model_name or "given predictions"
@@ -530,6 +580,23 @@ def _box_checks(checks: _Checks, ds, L, has_box, face) -> None:
                lambda i: f"box_mismatch: the annotated box is off the landmarks (centre offset "
                          f"{feats[i, 0]:+.2f}, {feats[i, 1]:+.2f} and size {np.exp(feats[i, 2]):.2f} "
                          f"of the landmark box size)")
+
+
+def _detector_checks(checks: _Checks, L, D, found, face) -> None:
+    """The labels' tight box against a face detector's (landmark-convention) box for
+    the same face: size ratio and centre offset, robust z over the dataset. The
+    detector never saw the labels, so a scaled or displaced shape shows here even when
+    a model started from the labels would follow it."""
+    lb = np.stack([landmark_box(np.where(np.isfinite(p), p, 0).astype(np.float32)) for p in L]).astype(np.float64)
+    dsz = np.sqrt(np.clip(D[:, 2] - D[:, 0], 0, None) * np.clip(D[:, 3] - D[:, 1], 0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(found, np.log(face / dsz), np.nan)
+        c = (lb[:, :2] + lb[:, 2:]) / 2 - (D[:, :2] + D[:, 2:]) / 2
+        shift = np.where(found, np.hypot(c[:, 0], c[:, 1]) / dsz, np.nan)
+    checks.add("detector_scale", robust_z(scale, floor=0.02, two_sided=True),
+               lambda i: f"detector_scale: the labels are {np.exp(scale[i]):.2f}x the size of the face detector's box")
+    checks.add("detector_shift", robust_z(shift, floor=0.02),
+               lambda i: f"detector_shift: the labels' centre is {shift[i]:.2f} face sizes from the face detector's")
 
 
 def _fit_similarity(zl, zp, w):
