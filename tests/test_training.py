@@ -240,3 +240,18 @@ def test_distillation_teacher_must_crop_like_the_student(tmp_path):
     with pytest.raises(ConfigError, match="heatmaps"):
         load_config(tiny_config(tmp_path), {"model.head": "heatmap", "loss.name": "awing",
                                             "distill": {"teacher": "x.safetensors"}})
+
+
+def test_init_from_a_regression_model_gives_a_heatmap_run_its_trunk(tmp_path):
+    import torch
+
+    train(load_config(tiny_config(tmp_path), {"max_steps": 1}), progress=False)
+    reg, _ = load_model(tmp_path / "run" / "final.safetensors")
+    cfg = load_config(tiny_config(tmp_path), {"output": str(tmp_path / "hm"), "max_steps": 1, "optim.lr": 1e-12,
+                                              "optim.weight_decay": 0.0, "model.head": "heatmap",
+                                              "model.init_from": str(tmp_path / "run" / "final.safetensors")})
+    train(cfg, progress=False)
+    hm, info = load_model(tmp_path / "hm" / "final.safetensors")
+    assert info.head == "heatmap" and info.recipe["model_kwargs"]["heatmap_decode"] == "soft"
+    for (k, a), b in zip(reg.trunk.named_parameters(), hm.trunk.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)

@@ -56,9 +56,12 @@ class Predictor:
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, **kw) -> "Predictor":
-        """A facepoints ``.safetensors`` model (PyTorch) or an exported ``.onnx``
-        file (ONNX Runtime, ``threads`` intra-op threads, 1 by default)."""
-        run, info = load_runner(path, device=kw.get("device", "cpu"), threads=kw.get("threads"))
+        """A facepoints ``.safetensors`` model or an exported ``.onnx`` file. Both run
+        on ONNX Runtime on the CPU (``threads`` intra-op threads, 1 by default; a
+        ``.safetensors`` file through its cached export), unless ``runtime="torch"``
+        (or ``device="cuda"``) keeps a ``.safetensors`` model in PyTorch."""
+        run, info = load_runner(path, device=kw.get("device", "cpu"), threads=kw.get("threads"),
+                                runtime=kw.pop("runtime", "auto"))
         return cls(run.model if isinstance(run, TorchRunner) else run, info, **kw)
 
     @property

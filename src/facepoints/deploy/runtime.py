@@ -10,13 +10,19 @@ exported ONNX file:
     predictor = facepoints.load("model.safetensors")
 
 ``.onnx`` files are read with ONNX Runtime; anything else is a facepoints
-``.safetensors`` model. (TorchScript exports are for other programs; facepoints
-does not load them, since a TorchScript file carries code.)
+``.safetensors`` model, which on the CPU also runs on ONNX Runtime by default
+(``runtime="auto"``): it is exported once, checked against the PyTorch model, and
+cached by content hash under ``$FACEPOINTS_CACHE`` (default ``~/.cache/facepoints``)
+``/onnx/``; ``runtime="torch"`` keeps it in PyTorch. (TorchScript exports are for
+other programs; facepoints does not load them, since a TorchScript file carries code.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -97,9 +103,64 @@ def is_onnx(path: str | Path | None) -> bool:
     return path is not None and Path(path).suffix.lower() in ONNX_SUFFIXES
 
 
+RUNTIMES = ("auto", "onnx", "torch")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FACEPOINTS_CACHE") or Path.home() / ".cache" / "facepoints")
+
+
+def cached_onnx(path: str | Path | None = None) -> Path:
+    """The ONNX export of a ``.safetensors`` model file (the bundled one if None), made
+    on first use and kept under ``cache_dir()/onnx/`` by the file's SHA-256: a changed
+    model file gets a new export. The export is checked against the PyTorch model on
+    random crops (largest landmark difference at most 0.01 of the crop) before it is
+    kept, and written atomically."""
+    from facepoints.models.package import BUNDLED
+
+    src = Path(path) if path is not None else BUNDLED
+    if not src.is_file():
+        raise ModelFileError(f"{src}: no such model file")
+    try:
+        digest = hashlib.sha256(src.read_bytes()).hexdigest()[:24]
+    except OSError as e:
+        raise ModelFileError(f"{src}: {e.strerror or e}") from None
+    out = cache_dir() / "onnx" / f"{digest}.onnx"
+    if out.is_file():
+        return out
+    from facepoints.deploy.export import write_onnx
+
+    model, info = load_model(src)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        write_onnx(model, info, tmp)
+        x = np.random.default_rng(0).random((2, 3, info.input_size, info.input_size), dtype=np.float32)
+        diff = np.abs(OnnxRunner(tmp)(x) - TorchRunner(model)(x)).max()
+        if not diff <= 0.01:
+            raise ModelFileError(f"{src}: the ONNX export differs from the PyTorch model by {diff:.3g} of the crop")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 def load_runner(path: str | Path | None = None, device: str = "cpu", threads: int | None = None,
-                **onnx_kw) -> tuple[object, ModelInfo]:
-    """``(run, info)`` for a model file, chosen by its suffix; the bundled model if None."""
+                runtime: str = "auto", **onnx_kw) -> tuple[object, ModelInfo]:
+    """``(run, info)`` for a model file (the bundled model if None). ``.onnx`` files run on
+    ONNX Runtime; a ``.safetensors`` model runs on ONNX Runtime too with ``runtime``
+    "onnx", or "auto" on the CPU (through :func:`cached_onnx`; if the export cannot be
+    made or cached, "auto" warns and stays in PyTorch), and in PyTorch with "torch"
+    or on a GPU."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    if not is_onnx(path) and (runtime == "onnx" or (runtime == "auto" and device == "cpu")):
+        try:
+            path = cached_onnx(path)
+        except OSError as e:  # e.g. a read-only home: run the same model in PyTorch
+            if runtime == "onnx":
+                raise
+            warnings.warn(f"no ONNX Runtime copy of the model ({e}); running it in PyTorch", stacklevel=2)
     if is_onnx(path):
         if device != "cpu":
             raise ValueError(f"ONNX models run on the CPU here, not {device!r}")

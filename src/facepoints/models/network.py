@@ -90,17 +90,26 @@ class RegressionHead(nn.Module):
             self.fc.bias.copy_(mean_shape.reshape(-1))
 
 
+HEATMAP_DECODERS = ("soft", "local")
+
+
 class HeatmapHead(nn.Module):
     """Heatmaps at 1/4 of the input (SimpleBaseline: three stride-2 deconvolutions),
-    decoded to sub-pixel coordinates by a soft-argmax: the expectation of the pixel
-    positions under ``softmax(beta * heatmap)`` (integral regression, Sun et al. 2018).
+    decoded to sub-pixel coordinates. ``decode="soft"``: a soft-argmax, the expectation
+    of the pixel positions under ``softmax(beta * heatmap)`` (integral regression, Sun
+    et al. 2018), for heads trained through their coordinates. ``"local"``: the
+    expectation under the heatmap itself (negative values as 0) in a 5 x 5 window
+    around its peak, for heads trained on target heatmaps (Adaptive Wing), whose
+    values lie in [0, 1], where a softmax would be nearly flat.
     The last heatmaps stay on ``self.heatmaps`` for heatmap losses (Adaptive Wing).
     """
 
     def __init__(self, channels: int, num_points: int, input_size: int, width: int = 128,
-                 beta: float = 1.0, coordconv: bool = False, upsamples: int = 3):
+                 beta: float = 1.0, coordconv: bool = False, upsamples: int = 3, decode: str = "soft"):
         super().__init__()
-        self.num_points, self.input_size, self.beta = num_points, input_size, beta
+        if decode not in HEATMAP_DECODERS:
+            raise ModelBuildError(f"unknown heatmap decoding {decode!r}; available: {', '.join(HEATMAP_DECODERS)}")
+        self.num_points, self.input_size, self.beta, self.decode = num_points, input_size, beta, decode
         layers: list[nn.Module] = [coord_conv(channels)] if coordconv else []
         c = channels
         for _ in range(upsamples):
@@ -115,7 +124,17 @@ class HeatmapHead(nn.Module):
         hm = self.final(self.deconv(feats))
         self.heatmaps = hm
         b, p, h, w = hm.shape
-        prob = torch.softmax(hm.reshape(b, p, h * w) * self.beta, dim=-1).reshape(b, p, h, w)
+        if self.decode == "soft":
+            prob = torch.softmax(hm.reshape(b, p, h * w) * self.beta, dim=-1).reshape(b, p, h, w)
+        else:  # "local": the heatmap's own mass in a 5 x 5 window around its peak
+            peak = hm.reshape(b, p, h * w).argmax(-1)
+            px, py = (peak % w).to(hm.dtype), torch.div(peak, w, rounding_mode="floor").to(hm.dtype)
+            cols = torch.arange(w, device=hm.device, dtype=hm.dtype)
+            rows = torch.arange(h, device=hm.device, dtype=hm.dtype)
+            near = (((cols - px[..., None]).abs() <= 2)[:, :, None, :]
+                    & ((rows - py[..., None]).abs() <= 2)[:, :, :, None])
+            mass = torch.relu(hm) * near + 1e-6 * near  # an all-negative window falls back to its centre
+            prob = mass / mass.sum((2, 3), keepdim=True)
         # heatmap pixel j covers input pixels [j*s, (j+1)*s): its centre is (j+0.5)*s-0.5
         sx, sy = self.input_size / w, self.input_size / h
         gx = ((torch.arange(w, device=hm.device, dtype=hm.dtype) + 0.5) * sx - 0.5) / (self.input_size - 1)
@@ -145,12 +164,13 @@ HEADS = ("regression", "heatmap")
 
 def build_model(backbone: str, num_points: int, head: str = "regression", pretrained: bool = False,
                 dropout: float = 0.0, coordconv: bool = False, input_size: int = 128,
-                heatmap_beta: float = 1.0) -> LandmarkNet:
+                heatmap_beta: float = 1.0, heatmap_decode: str = "soft") -> LandmarkNet:
     """A landmark network in one call. ``input_size`` matters only to the heatmap head
     (to place heatmap pixels in the crop)."""
     trunk, channels = backbone_features(backbone, pretrained)
     if head == "regression":
         return LandmarkNet(trunk, RegressionHead(channels, num_points, dropout, coordconv))
     if head == "heatmap":
-        return LandmarkNet(trunk, HeatmapHead(channels, num_points, input_size, beta=heatmap_beta, coordconv=coordconv))
+        return LandmarkNet(trunk, HeatmapHead(channels, num_points, input_size, beta=heatmap_beta, coordconv=coordconv,
+                                                  decode=heatmap_decode))
     raise ModelBuildError(f"unknown head {head!r}; available: {', '.join(HEADS)}")

@@ -78,6 +78,9 @@ class ModelConfig(_Strict):
     head: Literal["regression", "heatmap"] = "regression"
     coordconv: bool = Field(False, description="CoordConv layer at the start of the head")
     heatmap_beta: float = Field(1.0, gt=0, description="soft-argmax sharpness of the heatmap head")
+    heatmap_decode: Literal["auto", "soft", "local"] = Field(
+        "auto", description="heatmap decoding: soft-argmax, or local (peak window; for heatmap losses); "
+                            "auto: local with loss awing, else soft")
     init_from: str | None = Field(None, description="start from this model file's weights (fine-tuning); "
                                   "its architecture must match")
     input_size: int = Field(128, ge=32, le=512)
