@@ -48,3 +48,18 @@ def write_300w_folder(folder: Path, n: int = 12, seed: int = 0) -> Path:
         cv2.imwrite(str(folder / f"face{i:03d}_1.jpg"), draw_face(pts))
         write_pts(pts, folder / f"face{i:03d}_1.pts")
     return folder
+
+
+def write_random_model(path: Path, **info) -> Path:
+    """A MobileNetV3-small 68-point regression model with seeded random weights (64 px),
+    saved with its metadata; ``info`` adds or overrides ModelInfo fields."""
+    import torch
+
+    from facepoints.models.network import build_model
+    from facepoints.models.package import ModelInfo, save_model
+
+    torch.manual_seed(0)
+    meta = dict(scheme=IBUG68.to_dict(), backbone="mobilenet_v3_small", head="regression", input_size=64,
+                crop_scale=1.25, training_data="none: random weights for tests")
+    save_model(build_model("mobilenet_v3_small", 68).eval(), ModelInfo(**{**meta, **info}), path)
+    return path

@@ -16,10 +16,9 @@ from facepoints.data.images import read_image
 from facepoints.deploy.export import export_model, load_torchscript, read_onnx_info
 from facepoints.deploy.predictor import Predictor
 from facepoints.deploy.runtime import OnnxRunner
-from facepoints.models.network import build_model
-from facepoints.models.package import ModelFileError, ModelInfo, read_info, save_model
-from facepoints.schemes import IBUG68
+from facepoints.models.package import ModelFileError, read_info
 from conftest import EXAMPLES
+from helpers import write_random_model
 
 PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
 runner = CliRunner()
@@ -48,12 +47,7 @@ DETECTOR = CachedDetector()
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "small.safetensors"
-    info = ModelInfo(scheme=IBUG68.to_dict(), backbone="mobilenet_v3_small", head="regression", input_size=64,
-                     crop_scale=1.25, training_data="none: random weights for tests", metrics={"nme_io": 99.0})
-    save_model(build_model("mobilenet_v3_small", 68).eval(), info, path)
-    return path
+    return write_random_model(tmp_path_factory.mktemp("model") / "small.safetensors", metrics={"nme_io": 99.0})
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,10 @@ from facepoints.cli import app
 from facepoints.data.images import read_image
 from facepoints.deploy.export import ExportError, export_model, write_onnx
 from facepoints.deploy.runtime import OnnxRunner, load_runner
-from facepoints.models.network import build_model
-from facepoints.models.package import ModelInfo, load_model, read_info, save_model
+from facepoints.models.package import load_model, read_info
 from facepoints.optimize.quantize import calibration_crops, int8_info, quantize_onnx
-from facepoints.schemes import IBUG68
 from conftest import EXAMPLES
-from helpers import write_300w_folder
+from helpers import write_300w_folder, write_random_model
 from test_export import CachedDetector
 
 PHOTOS = sorted(EXAMPLES.glob("*.jpg"))
@@ -28,12 +26,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("int8") / "tiny.safetensors"
-    info = ModelInfo(scheme=IBUG68.to_dict(), backbone="mobilenet_v3_small", head="regression", input_size=64,
-                     crop_scale=1.25, training_data="none: random weights for tests")
-    save_model(build_model("mobilenet_v3_small", 68).eval(), info, path)
-    return path
+    return write_random_model(tmp_path_factory.mktemp("int8") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")
