@@ -98,31 +98,22 @@ def best_epoch(run: Path) -> dict | None:
 
 
 def latency_ms(model_file: Path, repeats: int) -> tuple[int, float]:
-    """Parameters and median ms for one face through ONNX Runtime on 1 thread."""
-    import tempfile
-
-    import onnxruntime as ort
-
-    from facepoints.deploy.export import write_onnx
+    """Parameters and median ms for one face through ONNX Runtime on 1 thread (the
+    model's cached export, as the Predictor runs it)."""
+    from facepoints.deploy.runtime import OnnxRunner, cached_onnx
     from facepoints.models.package import load_model
 
     model, info = load_model(model_file)
     params = sum(p.numel() for p in model.parameters())
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.onnx"
-        write_onnx(model, info, path)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        x = np.random.default_rng(0).random((1, 3, info.input_size, info.input_size), dtype=np.float32)
-        for _ in range(10):
-            sess.run(None, {name: x})
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            sess.run(None, {name: x})
-            times.append(time.perf_counter() - t)
+    run = OnnxRunner(cached_onnx(model_file), threads=1)
+    x = np.random.default_rng(0).random((1, 3, info.input_size, info.input_size), dtype=np.float32)
+    for _ in range(10):
+        run(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t)
     return params, float(np.median(times) * 1000)
 
 

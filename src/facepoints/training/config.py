@@ -82,7 +82,7 @@ class ModelConfig(_Strict):
         "auto", description="heatmap decoding: soft-argmax, or local (peak window; for heatmap losses); "
                             "auto: local with loss awing, else soft")
     init_from: str | None = Field(None, description="start from this model file's weights (fine-tuning); "
-                                  "its architecture must match")
+                                  "same backbone; with another head, its trunk only")
     input_size: int = Field(128, ge=32, le=512)
     crop_scale: float = Field(1.25, ge=1.0, le=2.5, description="crop side / longest side of the landmark box")
     dropout: float = Field(0.0, ge=0, lt=1)

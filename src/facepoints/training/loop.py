@@ -261,23 +261,24 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
         model_kwargs["heatmap_decode"] = decode
     model = build_model(m.backbone, scheme.num_points, m.head, m.pretrained, **model_kwargs)
     o = (train_cache.size - m.input_size) // 2
+    fresh_head = True
     if m.init_from:
         from facepoints.models.package import ModelFileError, load_model
 
         start, start_info = load_model(m.init_from)
-        if start_info.backbone != m.backbone or (start_info.head == m.head
+        fresh_head = start_info.head != m.head
+        if start_info.backbone != m.backbone or (not fresh_head
                                                  and start_info.landmark_scheme.num_points != scheme.num_points):
             raise ModelFileError(f"{m.init_from}: a {start_info.backbone}/{start_info.head} model with "
                                  f"{start_info.landmark_scheme.num_points} points cannot start a "
                                  f"{m.backbone}/{m.head} run with {scheme.num_points}")
-        if start_info.head == m.head:
-            model.load_state_dict(start.state_dict())
-        else:  # another head: the trunk's weights, a fresh head
+        if fresh_head:  # another head: the trunk's weights only
             model.trunk.load_state_dict(start.trunk.state_dict())
-            model.head.init_mean_shape(torch.from_numpy((train_cache.points.mean(0) - o) / (m.input_size - 1)).float())
             if lead:
                 print(f"init_from {m.init_from}: trunk only (its head is {start_info.head}, this run's {m.head})")
-    else:
+        else:
+            model.load_state_dict(start.state_dict())
+    if fresh_head:
         model.head.init_mean_shape(torch.from_numpy((train_cache.points.mean(0) - o) / (m.input_size - 1)).float())
     loss_fn = build_loss(cfg.loss.name, input_size=m.input_size, w=cfg.loss.w, eps=cfg.loss.eps)
     on_heatmaps = getattr(loss_fn, "needs_heatmaps", False)
