@@ -49,6 +49,11 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("resnet18", "ResNet-18 from scratch (no ImageNet ResNet weights offline)",
      ["model.backbone=resnet18", "model.pretrained=false"]),
     ("size128", "input 128 px", ["model.input_size=128"]),
+    ("pseudo", "+ CUHK faces with dlib pseudo-labels (benchmarks/pseudo_cuhk.md), training only",
+     ["data.train=[{spec: '300w:../shared/data/300w/afw', repeat: 2}, "
+      "{spec: '300w:../shared/data/300w/helen/trainset', repeat: 2}, "
+      "'ytf:../shared/data/ytf68/training_frames_keypoints.csv', 'ytf:../shared/data/ytf68/test_frames_keypoints.csv', "
+      "{spec: 'csv:runs/pseudo-cuhk/kept.csv', val_fraction: 0}]"]),
 ]
 
 

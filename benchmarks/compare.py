@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 
-from facepoints.data.crops import box_iou
 from facepoints.data.images import read_image
 from facepoints.data.labeling import dlib_landmarker
 from facepoints.data.samples import landmark_box
@@ -49,40 +48,14 @@ from facepoints.training.config import load_config
 from facepoints.training.loop import make_splits
 
 
-def dlib_box_from_landmark_box(box):
-    from facepoints.deploy.detectors import DlibHogDetector
-
-    c = DlibHogDetector.calibration
-    tw, th = box[2] - box[0], box[3] - box[1]
-    w, h = tw / c.sw, th / c.sh
-    cx = (box[0] + box[2]) / 2 - c.dx * w
-    cy = (box[1] + box[3]) / 2 - c.dy * h
-    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-
-
 def dlib_runner():
+    """dlib's 68-point model called with a tight landmark box (mapped to dlib's box
+    convention, or with ``own_detector`` its own HOG box of that face), or None
+    without dlib."""
     try:
-        import dlib
-
-        landmarks = dlib_landmarker()
+        return dlib_landmarker()
     except ImportError:
         return None
-    hog = dlib.get_frontal_face_detector()
-
-    def run(img, box, own_detector=False):
-        """``box``: a tight landmark box, or with ``own_detector`` the GT landmark box
-        used only to pick dlib's own HOG detection of that face (the boxes its
-        predictor was trained on), falling back to the mapped box when HOG misses."""
-        x0, y0, x1, y1 = dlib_box_from_landmark_box(box)
-        if own_detector:
-            dets = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in hog(img, 1)], np.float64)
-            if len(dets):
-                ious = box_iou(dets, (x0, y0, x1, y1))
-                if ious.max() > 0.3:
-                    x0, y0, x1, y1 = dets[int(np.argmax(ious))]
-        return landmarks(img, (x0, y0, x1, y1))
-
-    return run
 
 
 def row(name, pred, gt, seconds):
@@ -240,10 +213,6 @@ def speed(args, samples, dlib, mp=None) -> list[str]:
             fast_onnx, threads=1, flip=False, refine=0)
     times = {k: [] for k in [*per_face, *per_image]}
     dlib_face, dlib_image, mp_image = [], [], []
-    if dlib is not None:
-        import dlib as _dlib
-
-        hog = _dlib.get_frontal_face_detector()
     for rep in range(2):  # the first pass warms up; only the second is timed
         for s, img, box in zip(samples, images, boxes):
             for name, p in per_face.items():
@@ -256,11 +225,11 @@ def speed(args, samples, dlib, mp=None) -> list[str]:
                 times[name].append(time.perf_counter() - t)
             if dlib is not None:
                 t = time.perf_counter()
-                dlib(img, box)
+                dlib(img, box, own_detector=False)
                 dlib_face.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                for r in hog(img, 1):
-                    dlib(img, (r.left(), r.top(), r.right(), r.bottom()))
+                for b in dlib.hog_boxes(img):
+                    dlib.raw(img, b)
                 dlib_image.append(time.perf_counter() - t)
             if mp is not None:  # timed inside the worker: fm.process on the decoded image
                 mp_image.append(mp(s.image)["ms"][0] / 1000)
@@ -345,7 +314,7 @@ def main():
             lines.append(row(name, pred, gt, time.perf_counter() - t))
         if dlib is not None:
             t = time.perf_counter()
-            pred = np.stack([dlib(img, b) for img, b in zip(images, boxes)])
+            pred = np.stack([dlib(img, b, own_detector=False) for img, b in zip(images, boxes)])
             lines.append(row("dlib 68-point ERT (GT-derived box)", pred, gt, time.perf_counter() - t))
             t = time.perf_counter()
             pred = np.stack([dlib(img, b, own_detector=True) for img, b in zip(images, boxes)])

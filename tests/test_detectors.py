@@ -150,6 +150,9 @@ def test_calibration_arithmetic_on_known_box():
     assert out.shape == (2, 4) and out.dtype == np.float32
     np.testing.assert_allclose(out[1], [8.5, 10.5, 23.5, 15.5])  # centre (16, 13), 15 x 5
     np.testing.assert_allclose(BoxCalibration().apply([1, 2, 3, 4]), [1, 2, 3, 4])
+    # unapply is the inverse: the detector box that apply turns into a landmark box
+    np.testing.assert_allclose(cal.unapply(np.array([-15, 10, 135, 110])), [0, 0, 100, 200], atol=1e-4)
+    np.testing.assert_allclose(cal.unapply(out), [[0, 0, 100, 200], [10, 10, 20, 20]], atol=1e-4)
 
 
 def test_calibration_fit_recovers_constants():

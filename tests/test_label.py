@@ -64,3 +64,11 @@ def test_dlib_teacher(tmp_path):
     ds = read_dataset(f"300w:{out}")
     assert len(ds) == 1 and ds.samples[0].landmarks.shape == (68, 2)
     assert 0.3 < _confidences(out)["obama_portrait_1.jpg"] <= 1
+    # dlib gets the box it was trained on (its own HOG box of the face), so the label
+    # is dlib's answer on that box, not on a detector box of another convention.
+    from facepoints.data.labeling import dlib_landmarker
+
+    teacher = dlib_landmarker()
+    img = read_image(EXAMPLES / "obama_portrait.jpg")
+    (hog_box,) = teacher.hog_boxes(img)
+    np.testing.assert_allclose(ds.samples[0].landmarks, teacher.raw(img, hog_box), atol=0.01)

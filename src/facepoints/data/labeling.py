@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facepoints.data.crops import box_iou
 from facepoints.data.formats import IMAGE_SUFFIXES
 from facepoints.data.images import ImageError, read_image
 from facepoints.data.samples import Dataset, Sample, landmark_box
@@ -63,21 +64,51 @@ def iter_frames(inputs, every: int = 1):
                 yield p.stem, e
 
 
-def dlib_landmarker():
-    """dlib's 68-point model as ``run(image_rgb, dlib_box) -> (68, 2)``; the box is in
-    dlib's own (HOG detector) convention."""
-    try:
-        import dlib
-        import face_recognition_models
-    except ImportError as e:
-        raise ImportError("the dlib teacher needs: pip install dlib-bin face_recognition_models 'setuptools<81'") from e
-    sp = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+class DlibLandmarker:
+    """dlib's 68-point model (ERT, trained on 300-W with dlib's HOG detector boxes).
 
-    def run(img, det_box):
-        shape = sp(img, dlib.rectangle(*(int(round(v)) for v in det_box)))
+    ``raw(image, dlib_box)`` runs it on a box in dlib's own (HOG detector) convention.
+    Calling it with a tight landmark box, as every other part of facepoints passes
+    boxes, gives it the box it was trained on: dlib's own HOG detection of that face
+    when one overlaps (``own_detector``), else the landmark box mapped back through the
+    dlib-hog calibration (the detector box that calibration would turn into it).
+    """
+
+    def __init__(self):
+        try:
+            import dlib
+            import face_recognition_models
+        except ImportError as e:
+            raise ImportError("the dlib teacher needs: pip install dlib-bin face_recognition_models 'setuptools<81'") from e
+        from facepoints.deploy.detectors import DlibHogDetector
+
+        self._dlib = dlib
+        self._sp = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+        self._hog = dlib.get_frontal_face_detector()
+        self._calibration = DlibHogDetector.calibration
+
+    def raw(self, image: np.ndarray, dlib_box) -> np.ndarray:
+        shape = self._sp(image, self._dlib.rectangle(*(int(round(v)) for v in dlib_box)))
         return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
 
-    return run
+    def hog_boxes(self, image: np.ndarray) -> np.ndarray:
+        """dlib's HOG detections (upsampled once), ``(K, 4)`` in dlib's convention."""
+        return np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in self._hog(image, 1)],
+                        np.float64).reshape(-1, 4)
+
+    def __call__(self, image: np.ndarray, box, own_detector: bool = True) -> np.ndarray:
+        dbox = self._calibration.unapply(np.asarray(box, np.float64))
+        if own_detector:
+            dets = self.hog_boxes(image)
+            if len(dets):
+                ious = box_iou(dets, dbox)
+                if ious.max() > 0.3:
+                    dbox = dets[int(np.argmax(ious))]
+        return self.raw(image, dbox)
+
+
+def dlib_landmarker() -> DlibLandmarker:
+    return DlibLandmarker()
 
 
 def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int = 1,
@@ -98,7 +129,7 @@ def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int =
                 plain = np.asarray(face["landmarks"], np.float32)
                 box = landmark_box(plain)
                 if dlib_run is not None:
-                    pts, other = dlib_run(img, face["box"]), plain
+                    pts, other = dlib_run(img, box), plain
                 else:
                     other = _mirrored_prediction(predictor, img, box)
                     pts = (plain + other) / 2 if use_flip else plain

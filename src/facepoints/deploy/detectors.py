@@ -113,6 +113,17 @@ class BoxCalibration:
         out = np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1).astype(np.float32)
         return out[0] if single else out
 
+    def unapply(self, boxes: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`apply`: the detector-style box of a tight landmark box."""
+        b = np.asarray(boxes, dtype=np.float64)
+        single = b.ndim == 1
+        b = b.reshape(-1, 4)
+        w, h = (b[:, 2] - b[:, 0]) / self.sw, (b[:, 3] - b[:, 1]) / self.sh
+        cx = (b[:, 0] + b[:, 2]) / 2 - self.dx * w
+        cy = (b[:, 1] + b[:, 3]) / 2 - self.dy * h
+        out = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
+        return out[0] if single else out
+
     @classmethod
     def fit(cls, det_boxes: np.ndarray, target_boxes: np.ndarray) -> "BoxCalibration":
         """Median of the per-face ratios (robust to the odd bad match)."""
