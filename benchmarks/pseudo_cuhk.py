@@ -12,8 +12,8 @@ dlib's model (pseudo-labels). This script maps each face's 68 points to the same
 (mean of each eye's 6 points, point 30, points 48 and 54), picks in each crop the
 labelled face nearest to the human points, and measures the error of those 5 points
 in inter-ocular units of the human eye centres (NME5). Faces within ``--max-nme5``
-are written to ``--out`` (csv format, images relative to it) for training, marked as
-pseudo-labels by their source; every crop is accounted for in the report: kept,
+are written to ``--out`` (csv format, images relative to it) for training as a source
+of their own; every crop is accounted for in the report: kept,
 rejected by NME5, or with no labelled face.
 """
 
