@@ -52,6 +52,23 @@ def test_boxes_given_skip_the_detector():
     assert len(faces) == 1 and faces[0]["score"] is None
 
 
+def test_detect_size_downscales_only_the_detector_input():
+    # The detector sees a smaller image; landmarks still come from full-resolution
+    # crops, so on faces large enough for both they agree closely.
+    full, small = facepoints.load(), facepoints.load(detect_size=320)
+    assert small.detector.max_side == 320 and full.detector.max_side == 960
+    for photo in PHOTOS:
+        img = read_image(photo)
+        a, b = full.predict(img), small.predict(img)
+        assert len(a) == len(b), photo
+        for fa, fb in zip(sorted(a, key=lambda f: f["box"][0]), sorted(b, key=lambda f: f["box"][0])):
+            pa, pb = np.array(fa["landmarks"]), np.array(fb["landmarks"])
+            iod = np.linalg.norm(pa[36] - pa[45])
+            assert np.linalg.norm(pa - pb, axis=1).mean() < 0.05 * iod, photo
+    r = runner.invoke(app, ["predict", str(PHOTOS[0]), "--detect-size", "8"])
+    assert r.exit_code == 2 and "--detect-size" in r.output
+
+
 def test_predict_cli_writes_png_and_json(tmp_path):
     r = runner.invoke(app, ["predict", *map(str, PHOTOS), "--out", str(tmp_path), "--json"])
     assert r.exit_code == 0, r.output

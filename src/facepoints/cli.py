@@ -15,6 +15,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 FlipOpt = typer.Option(None, "--flip/--no-flip",
                        help="also run the mirrored crop and average (default: as the model file recommends)")
 ModelOpt = typer.Option(None, "--model", "-m", help="model file (.safetensors); default: the bundled model")
+DetectSizeOpt = typer.Option(None, "--detect-size", min=32,
+                             help="the face detector sees the image downscaled to this longest side (default 960): "
+                                  "smaller is faster, but misses small faces (benchmarks/detectors.md)")
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -41,6 +44,7 @@ def predict(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write NAME.png (annotated) and NAME.json per image here"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object per image (JSON lines) on stdout"),
     detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
+    detect_size: Optional[int] = DetectSizeOpt,
     threads: int = typer.Option(1, help="CPU threads for the network"),
     flip: Optional[bool] = FlipOpt,
 ):
@@ -53,7 +57,8 @@ def predict(
     from facepoints.models.package import ModelFileError
 
     try:
-        predictor = Predictor.from_file(model, detector=detector, threads=threads, flip=flip)
+        predictor = Predictor.from_file(model, detector=detector, threads=threads, flip=flip,
+                                        detect_size=detect_size)
     except (ModelFileError, ValueError) as e:
         fail(str(e))
     files = _expand_images(images)
@@ -270,6 +275,7 @@ def serve(
     port: int = typer.Option(8000, help="TCP port"),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="model file (.safetensors or .onnx); default: the bundled model"),
     detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
+    detect_size: Optional[int] = DetectSizeOpt,
     threads: int = typer.Option(1, help="CPU threads per inference"),
     max_concurrency: int = typer.Option(2, help="images decoded and run at the same time"),
     max_upload_mb: float = typer.Option(10.0, help="largest upload accepted, MiB"),
@@ -285,7 +291,8 @@ def serve(
     from facepoints.models.package import ModelFileError
 
     try:
-        predictor = Predictor.from_file(model, detector=detector, threads=threads, flip=flip)
+        predictor = Predictor.from_file(model, detector=detector, threads=threads, flip=flip,
+                                        detect_size=detect_size)
     except (ModelFileError, ValueError, ImportError) as e:
         fail(str(e))
     api = create_app(predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
@@ -505,6 +512,7 @@ def track(
     min_cutoff: float = typer.Option(0.5, help="One Euro: cutoff for a still face, Hz (lower: steadier, more lag)"),
     beta: float = typer.Option(30.0, help="One Euro: cutoff rise per face size per second of speed (higher: less lag)"),
     detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
+    detect_size: Optional[int] = DetectSizeOpt,
     threads: int = typer.Option(1, help="CPU threads for the network"),
     flip: Optional[bool] = FlipOpt,
 ):
@@ -519,7 +527,8 @@ def track(
 
     try:
         fps, frames = read_video(video)
-        predictor = Predictor.from_file(model, detector=detector, threads=threads, flip=flip)
+        predictor = Predictor.from_file(model, detector=detector, threads=threads, flip=flip,
+                                        detect_size=detect_size)
         predictor.detector  # an unknown or uninstalled detector fails here, not mid-video
         tracker = Tracker(predictor, fps=fps, detect_every=detect_every, smooth=smooth,
                           min_cutoff=min_cutoff, beta=beta)

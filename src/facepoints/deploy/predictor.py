@@ -30,13 +30,18 @@ class Predictor:
     scheme): test-time augmentation, twice the network cost. ``None``: what the model
     file recommends (``info.recipe["inference"]["flip"]``, chosen on validation data).
 
+    ``detect_size``: the detector sees the image downscaled to this longest side (the
+    detector's own default, 960, when None): smaller is faster and misses small faces
+    (``benchmarks/detectors.md`` measures both).
+
     ``model``: a PyTorch module, or any backend callable ``run(batch) -> landmarks``
     (float32 ``(B, 3, S, S)`` in [0, 1] -> ``(B, P, 2)`` crop units), e.g.
     :class:`facepoints.deploy.runtime.OnnxRunner`.
     """
 
     def __init__(self, model, info: ModelInfo, detector: str | object | None = "yunet",
-                 device: str = "cpu", refine: int = 1, threads: int | None = None, flip: bool | None = None):
+                 device: str = "cpu", refine: int = 1, threads: int | None = None, flip: bool | None = None,
+                 detect_size: int | None = None):
         if threads:
             torch.set_num_threads(threads)
         if isinstance(model, torch.nn.Module):
@@ -52,6 +57,7 @@ class Predictor:
             flip = bool(info.recipe.get("inference", {}).get("flip", False))
         self.flip = flip and self.scheme.has_flip
         self._detector_spec = detector
+        self.detect_size = detect_size
         self._detector = None if isinstance(detector, (str, type(None))) else detector
 
     @classmethod
@@ -71,7 +77,8 @@ class Predictor:
                 raise ValueError("this predictor has no face detector; pass boxes to predict()")
             from facepoints.deploy.detectors import get_detector
 
-            self._detector = get_detector(self._detector_spec)
+            kw = {} if self.detect_size is None else {"max_side": int(self.detect_size)}
+            self._detector = get_detector(self._detector_spec, **kw)
         return self._detector
 
     def network_input(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, list]:
