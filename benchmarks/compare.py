@@ -39,9 +39,10 @@ import numpy as np
 
 from facepoints.data.images import read_image
 from facepoints.data.labeling import dlib_landmarker
-from facepoints.data.samples import landmark_box
+from facepoints.data.samples import Dataset, landmark_box
 from facepoints.deploy.predictor import Predictor
 from facepoints.evaluation.machine import cpu_name
+from facepoints.evaluation.evaluate import evaluate
 from facepoints.evaluation.metrics import auc, failure_rate, nme
 from facepoints.schemes import IBUG68
 from facepoints.training.config import load_config
@@ -206,11 +207,19 @@ def speed(args, samples, dlib, mp=None) -> list[str]:
         "facepoints: YuNet + ONNX Runtime, no flip, refine 0 (fastest)":
             Predictor.from_file(onnx_path, threads=1, flip=False, refine=0),
     }
+    for n in args.detect_sizes:
+        per_image[f"facepoints: YuNet at {n} px + ONNX Runtime, flip TTA, refine 1 (--detect-size {n})"] = \
+            Predictor.from_file(onnx_path, threads=1, flip=True, refine=1, detect_size=n)
+        per_image[f"facepoints: YuNet at {n} px + ONNX Runtime, no flip, refine 0"] = \
+            Predictor.from_file(onnx_path, threads=1, flip=False, refine=0, detect_size=n)
     if args.fast_model:
         fast_onnx = onnx_of(args.fast_model)[3]
         per_face[f"{FAST} ONNX Runtime fp32"] = Predictor.from_file(fast_onnx, detector=None, threads=1, flip=False)
         per_image[f"{FAST}: YuNet + ONNX Runtime, no flip, refine 0"] = Predictor.from_file(
             fast_onnx, threads=1, flip=False, refine=0)
+        for n in args.detect_sizes:
+            per_image[f"{FAST}: YuNet at {n} px + ONNX Runtime, no flip, refine 0"] = Predictor.from_file(
+                fast_onnx, threads=1, flip=False, refine=0, detect_size=n)
     times = {k: [] for k in [*per_face, *per_image]}
     dlib_face, dlib_image, mp_image = [], [], []
     for rep in range(2):  # the first pass warms up; only the second is timed
@@ -272,6 +281,9 @@ def main():
     ap.add_argument("--fast-model", default=None, help="a second, faster model file to measure beside --model")
     ap.add_argument("--speed-images", type=int, default=60, help="images for the speed section (0: skip it)")
     ap.add_argument("--no-dlib", action="store_true", help="leave dlib out")
+    ap.add_argument("--detect-sizes", type=lambda v: [int(x) for x in v.split(",") if x], default=[320],
+                    help="also run the whole pipeline with YuNet on the image downscaled to these longest sides "
+                         "(comma-separated; '' for none)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many faces per subset")
     ap.add_argument("--mediapipe-python", default=None,
                     help="python of a MediaPipe venv (default: .venv-mediapipe/bin/python if it exists, "
@@ -312,6 +324,12 @@ def main():
             t = time.perf_counter()
             pred = np.stack([p.landmarks_in_boxes(img, b[None])[0] for img, b in zip(images, boxes)])
             lines.append(row(name, pred, gt, time.perf_counter() - t))
+        for n in [None, *args.detect_sizes]:  # the whole pipeline: detector box, refine 1, flip TTA
+            p = Predictor.from_file(args.model, threads=1, detect_size=n)
+            t = time.perf_counter()
+            ev = evaluate(Dataset(title, IBUG68, samples), p, use_detector=True)
+            lines.append(row(f"facepoints, YuNet at {n or p.detector.max_side} px + refine 1 + flip (whole image)",
+                             ev.predictions, gt, time.perf_counter() - t) + " (ms include detection)")
         if dlib is not None:
             t = time.perf_counter()
             pred = np.stack([dlib(img, b, own_detector=False) for img, b in zip(images, boxes)])
