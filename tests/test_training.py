@@ -69,6 +69,18 @@ def test_split_keeps_groups_together(tmp_path):
     assert not {x.group for x in s.train} & {x.group for x in s.val}
 
 
+def test_repeat_zero_keeps_a_source_for_validation_only(tmp_path):
+    # The same split as with repeat 1, but the source's training part is not used.
+    both = make_splits(load_config(tiny_config(tmp_path)))
+    path = tiny_config(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["data"]["train"] = [{"spec": cfg["data"]["train"][0], "repeat": 0}]
+    path.write_text(yaml.safe_dump(cfg))
+    val_only = make_splits(load_config(path))
+    assert len(val_only.train) == 0 and val_only.repeats == []
+    assert [x.id for x in val_only.val] == [x.id for x in both.val] and len(both.val) > 0
+
+
 def test_config_errors_name_the_field(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text(yaml.safe_dump({"data": {"train": ["300w:x"]}, "model": {"input_size": 7}}))

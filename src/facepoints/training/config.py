@@ -28,7 +28,8 @@ class _Strict(BaseModel):
 
 class Source(_Strict):
     spec: str = Field(description="FORMAT:PATH")
-    repeat: int = Field(1, ge=1, le=20, description="times each sample appears per epoch (oversampling)")
+    repeat: int = Field(1, ge=0, le=20, description="times each sample appears per epoch (oversampling); 0: "
+                                                 "validation only (its held-out part is validated, the rest unused)")
     val_fraction: float | None = Field(None, ge=0, lt=1, description="overrides data.val_fraction")
 
 

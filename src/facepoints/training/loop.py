@@ -70,7 +70,7 @@ def make_splits(cfg: TrainConfig) -> Splits:
             s.attributes["source"] = src.spec
             if _in_val(s.group, frac, cfg.seed):
                 val.append(s)
-            else:
+            elif src.repeat:
                 train.append(s)
                 repeats.append(src.repeat)
     for spec in d.val:
