@@ -82,7 +82,7 @@ def main(argv=None) -> int:
             stats["kept"] += 1
     write_dataset(Dataset("pseudo-cuhk", IBUG68, kept), f"csv:{args.out}")
 
-    lines = [f"# dlib pseudo-labels on CUHK crops vs their human 5 points\n",
+    lines = ["# dlib pseudo-labels on CUHK crops vs their human 5 points\n",
              f"Run {datetime.date.today()}: `python benchmarks/pseudo_cuhk.py {' '.join(sys.argv[1:])}`\n",
              "NME5: mean error of the 5 points derived from dlib's 68 (eye centres = mean of each eye's "
              "6 points, nose tip 30, mouth corners 48/54) in inter-ocular units of the human eye centres. "
