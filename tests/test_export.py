@@ -144,3 +144,12 @@ def test_export_cli(small_model, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
     r = runner.invoke(app, ["export", "--model", str(small_model), "--format", "tflite", "--out", str(tmp_path / "x")])
     assert r.exit_code != 0 and "unknown format" in r.output
+    # `facepoints info` reads the exported file's metadata: the same as the source model's
+    r = runner.invoke(app, ["info", "--model", str(out)])
+    assert r.exit_code == 0, r.output
+    exported, source = json.loads(r.stdout), json.loads(read_info(small_model).to_json())
+    assert exported["scheme"] == source["scheme"] and exported["input_size"] == source["input_size"]
+    assert exported["precision"] == "fp32"
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    r = runner.invoke(app, ["info", "--model", str(tmp_path / "junk.onnx")])
+    assert r.exit_code == 2 and "not a readable ONNX model" in r.output

@@ -213,12 +213,18 @@ def augment_preview(
 
 
 @app.command()
-def info(model: Optional[Path] = ModelOpt):
-    """Print a model file's metadata (scheme, input, recipe, metrics) as JSON."""
+def info(model: Optional[Path] = typer.Option(None, "--model", "-m", help="model file (.safetensors or an exported "
+                                              ".onnx); default: the bundled model")):
+    """Print a model file's metadata (scheme, input, recipe, metrics, precision) as JSON."""
     from facepoints.models.package import BUNDLED, ModelFileError, read_info
 
     try:
-        meta = read_info(model or BUNDLED)
+        if model is not None and model.suffix.lower() == ".onnx":
+            from facepoints.deploy.runtime import OnnxRunner
+
+            meta = OnnxRunner(model).info()
+        else:
+            meta = read_info(model or BUNDLED)
     except ModelFileError as e:
         fail(str(e))
     typer.echo(meta.to_json())
