@@ -4,6 +4,7 @@ dataset the test writes, the Python API and the CLI."""
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 import facepoints
@@ -67,6 +68,8 @@ def test_detect_size_downscales_only_the_detector_input():
             assert np.linalg.norm(pa - pb, axis=1).mean() < 0.05 * iod, photo
     r = runner.invoke(app, ["predict", str(PHOTOS[0]), "--detect-size", "8"])
     assert r.exit_code == 2 and "--detect-size" in r.output
+    with pytest.raises(ValueError, match="detect_size applies to a detector given by name"):
+        facepoints.load(detector=small.detector, detect_size=160)
 
 
 def test_predict_cli_writes_png_and_json(tmp_path):

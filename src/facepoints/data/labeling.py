@@ -84,22 +84,26 @@ class DlibLandmarker:
 
         self._dlib = dlib
         self._sp = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-        self._hog = dlib.get_frontal_face_detector()
-        self._calibration = DlibHogDetector.calibration
+        self._hog = DlibHogDetector(max_side=None)  # the 'dlib-hog' face detector, at full resolution
 
     def raw(self, image: np.ndarray, dlib_box) -> np.ndarray:
         shape = self._sp(image, self._dlib.rectangle(*(int(round(v)) for v in dlib_box)))
         return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
 
     def hog_boxes(self, image: np.ndarray) -> np.ndarray:
-        """dlib's HOG detections (upsampled once), ``(K, 4)`` in dlib's convention."""
-        return np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in self._hog(image, 1)],
-                        np.float64).reshape(-1, 4)
+        """dlib's HOG detections (upsampled once), ``(K, 4)`` in dlib's convention
+        (right and bottom are the last pixel inside)."""
+        boxes = self._hog.detect(image).boxes.astype(np.float64)
+        boxes[:, 2:] -= 1  # DlibHogDetector reports them exclusive
+        return boxes
 
-    def __call__(self, image: np.ndarray, box, own_detector: bool = True) -> np.ndarray:
-        dbox = self._calibration.unapply(np.asarray(box, np.float64))
+    def __call__(self, image: np.ndarray, box, own_detector: bool = True,
+                 hog_boxes: np.ndarray | None = None) -> np.ndarray:
+        """``hog_boxes``: this image's :meth:`hog_boxes`, when several faces of one
+        image are labelled (detected once, not once per face)."""
+        dbox = self._hog.calibration.unapply(np.asarray(box, np.float64))
         if own_detector:
-            dets = self.hog_boxes(image)
+            dets = self.hog_boxes(image) if hog_boxes is None else hog_boxes
             if len(dets):
                 ious = box_iou(dets, dbox)
                 if ious.max() > 0.3:
@@ -125,11 +129,13 @@ def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int =
             if isinstance(img, ImageError):
                 errors.append(str(img))
                 continue
-            for k, face in enumerate(predictor.predict(img), 1):
+            faces = predictor.predict(img)
+            hog = dlib_run.hog_boxes(img) if dlib_run is not None and faces else None
+            for k, face in enumerate(faces, 1):
                 plain = np.asarray(face["landmarks"], np.float32)
                 box = landmark_box(plain)
                 if dlib_run is not None:
-                    pts, other = dlib_run(img, box), plain
+                    pts, other = dlib_run(img, box, hog_boxes=hog), plain
                 else:
                     other = _mirrored_prediction(predictor, img, box)
                     pts = (plain + other) / 2 if use_flip else plain

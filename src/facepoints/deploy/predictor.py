@@ -59,6 +59,8 @@ class Predictor:
         self._detector_spec = detector
         self.detect_size = detect_size
         self._detector = None if isinstance(detector, (str, type(None))) else detector
+        if detect_size is not None and self._detector is not None:
+            raise ValueError("detect_size applies to a detector given by name; set the max_side of a detector object")
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, **kw) -> "Predictor":
