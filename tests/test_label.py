@@ -53,6 +53,12 @@ def test_video_frames_and_min_confidence(tmp_path):
     r = runner.invoke(app, ["label", str(video), "--every", "3", "--min-confidence", "1.01",
                             "--out", f"300w:{tmp_path / 'none'}"])
     assert r.exit_code == 0 and "2 below --min-confidence left out" in r.output
+    # a file named like a video that is not one is reported (same reader as `track`), the rest labelled
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    r = runner.invoke(app, ["label", str(video), str(bad), "--every", "3", "--out", f"csv:{tmp_path / 'b.csv'}"])
+    assert r.exit_code == 1 and "notes.mp4: cannot open as a video" in r.output
+    assert len(read_dataset(f"csv:{tmp_path / 'b.csv'}").samples) == 2
 
 
 def test_dlib_teacher(tmp_path):

@@ -24,8 +24,7 @@ from facepoints.data.crops import box_iou
 from facepoints.data.formats import IMAGE_SUFFIXES
 from facepoints.data.images import ImageError, read_image
 from facepoints.data.samples import Dataset, Sample, landmark_box
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+from facepoints.data.video import VIDEO_SUFFIXES, VideoError, read_video
 
 
 @dataclass
@@ -44,19 +43,14 @@ def iter_frames(inputs, every: int = 1):
             yield from iter_frames(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES),
                                    every)
         elif p.suffix.lower() in VIDEO_SUFFIXES:
-            cap = cv2.VideoCapture(str(p))
-            if not cap.isOpened():
-                yield p.stem, ImageError(f"{p}: cannot open video")
+            try:
+                _, frames = read_video(p)
+            except VideoError as e:
+                yield p.stem, ImageError(str(e))
                 continue
-            k = 0
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
+            for k, frame in enumerate(frames):
                 if k % every == 0:
-                    yield f"{p.stem}_f{k:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                k += 1
-            cap.release()
+                    yield f"{p.stem}_f{k:06d}", frame
         else:
             try:
                 yield p.stem, read_image(p)

@@ -39,14 +39,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
 
 from facepoints.data.crops import box_iou
 from facepoints.data.samples import landmark_box
+from facepoints.data.video import VideoError, read_video  # noqa: F401  (the tracker's input, re-exported)
 
 # Defaults chosen with benchmarks/tracking.py (still and slowly moving faces, 30 fps).
 MIN_CUTOFF = 0.5  # Hz
@@ -130,46 +129,6 @@ def jitter(points_per_frame, scheme="ibug68", normalise: bool = True) -> float:
     if normalise:
         step = step / normaliser((p[1:] + p[:-1]) / 2, scheme, "io")
     return float(step.mean())
-
-
-# --------------------------------------------------------------------------- video
-
-
-class VideoError(ValueError):
-    """A video that cannot be read; the message names the file."""
-
-
-def read_video(path) -> tuple[float, Iterator[np.ndarray]]:
-    """``(fps, frames)``: the frame rate (30 when the file does not say) and an iterator
-    of RGB uint8 frames. Raises :class:`VideoError` naming the file when it is missing,
-    cannot be opened as a video or has no frames; the first frame is read here."""
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"{path}: no such file")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        cap.release()
-        raise VideoError(f"{path}: cannot open as a video (not a video, or a codec OpenCV cannot decode)")
-    ok, first = cap.read()
-    if not ok or first is None:
-        cap.release()
-        raise VideoError(f"{path}: the video has no frames")
-    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-    if not (math.isfinite(fps) and 0 < fps <= 1000):
-        fps = 30.0
-
-    def frames():
-        frame = first
-        try:
-            while True:
-                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                ok, frame = cap.read()
-                if not ok or frame is None:
-                    return
-        finally:
-            cap.release()
-
-    return fps, frames()
 
 
 # -------------------------------------------------------------------------- tracker
