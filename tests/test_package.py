@@ -46,3 +46,22 @@ def test_checkpoint_loading_never_unpickles_code(tmp_path):
     torch.save({"x": Evil()}, p)
     with pytest.raises(ModelFileError, match="not a readable facepoints checkpoint"):
         load_checkpoint(p)
+
+
+def test_bundled_models_by_name(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from facepoints.models.package import BUNDLED, BUNDLED_MODELS, model_file
+
+    monkeypatch.chdir(tmp_path)
+    assert model_file(None) == BUNDLED == model_file("default")
+    assert BUNDLED_MODELS["fast"].is_file()
+    default, fast = read_info("default"), read_info("fast")
+    assert default.input_size == 112 and fast.input_size == 80  # the fast model is the small-input one
+    assert default.landmark_scheme.num_points == fast.landmark_scheme.num_points == 68
+    # a file of that name in the working directory is what the user means
+    (tmp_path / "fast").write_bytes(b"not a model")
+    assert model_file("fast") == Path("fast")
+    with pytest.raises(ModelFileError, match="fast"):
+        load_model("fast")
+    assert model_file("runs/x.safetensors").as_posix() == "runs/x.safetensors"

@@ -114,3 +114,23 @@ def test_bad_arguments_give_clear_errors(tmp_path):
     assert r.exit_code == 2 and "FORMAT:PATH" in r.output
     r = runner.invoke(app, ["predict", str(PHOTOS[0]), "--model", str(tmp_path / "none.safetensors")])
     assert r.exit_code == 2 and "no such model file" in r.output
+
+
+def test_fast_model_by_name_follows_the_default_model():
+    """`--model fast` / load("fast"): the bundled 80 px model, on the same boxes, lands
+    near the default model's points on the example photos (it is less accurate, not
+    something else)."""
+    default, fast = facepoints.load(detector=None), facepoints.load("fast", detector=None)
+    assert fast.info.input_size == 80 and not fast.flip
+    for photo in PHOTOS:
+        img = read_image(photo)
+        for face in facepoints.load().predict(img):
+            ref = np.array(face["landmarks"])
+            box = [[*ref.min(0), *ref.max(0)]]
+            pa = np.array(default.predict(img, boxes=box)[0]["landmarks"])
+            pb = np.array(fast.predict(img, boxes=box)[0]["landmarks"])
+            iod = np.linalg.norm(pa[36] - pa[45])
+            assert np.linalg.norm(pa - pb, axis=1).mean() < 0.06 * iod, photo
+    r = runner.invoke(app, ["predict", str(PHOTOS[0]), "--model", "fast", "--json"])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout.splitlines()[0])["faces"][0]["landmarks"]) == 68

@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 
 def load(model=None, detector: str = "yunet", device: str = "cpu", **kw):
-    """A ready ``Predictor``: the bundled model unless ``model`` (a path) is given."""
+    """A ready ``Predictor``: the bundled default model unless ``model`` is given (a model
+    file, or a bundled model by name: "default", "fast")."""
     from facepoints.deploy.predictor import Predictor
 
     return Predictor.from_file(model, detector=detector, device=device, **kw)

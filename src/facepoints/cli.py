@@ -14,7 +14,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 FlipOpt = typer.Option(None, "--flip/--no-flip",
                        help="also run the mirrored crop and average (default: as the model file recommends)")
-ModelOpt = typer.Option(None, "--model", "-m", help="model file (.safetensors); default: the bundled model")
+ModelOpt = typer.Option(None, "--model", "-m", help="model file (.safetensors), or a bundled model by name: default "
+                        "(used when not given) or fast")
 DetectSizeOpt = typer.Option(None, "--detect-size", min=32,
                              help="the face detector sees the image downscaled to this longest side (default 960): "
                                   "smaller is faster, but misses small faces (benchmarks/detectors.md)")
@@ -214,9 +215,9 @@ def augment_preview(
 
 @app.command()
 def info(model: Optional[Path] = typer.Option(None, "--model", "-m", help="model file (.safetensors or an exported "
-                                              ".onnx); default: the bundled model")):
+                                              ".onnx), or a bundled model by name (default, fast)")):
     """Print a model file's metadata (scheme, input, recipe, metrics, precision) as JSON."""
-    from facepoints.models.package import BUNDLED, ModelFileError, read_info
+    from facepoints.models.package import ModelFileError, read_info
 
     try:
         if model is not None and model.suffix.lower() == ".onnx":
@@ -224,7 +225,7 @@ def info(model: Optional[Path] = typer.Option(None, "--model", "-m", help="model
 
             meta = OnnxRunner(model).info()
         else:
-            meta = read_info(model or BUNDLED)
+            meta = read_info(model)
     except ModelFileError as e:
         fail(str(e))
     typer.echo(meta.to_json())
@@ -279,7 +280,7 @@ def export_cmd(
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8000, help="TCP port"),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="model file (.safetensors or .onnx); default: the bundled model"),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="model file (.safetensors or .onnx), or a bundled model by name (default, fast)"),
     detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
     detect_size: Optional[int] = DetectSizeOpt,
     threads: int = typer.Option(1, help="CPU threads per inference"),
@@ -392,7 +393,7 @@ def clean(
     from facepoints.data.cleaning import DEFAULT_THRESHOLD, score_dataset, write_report
     from facepoints.data.formats import read_dataset
     from facepoints.data.samples import AnnotationError
-    from facepoints.models.package import BUNDLED, ModelFileError
+    from facepoints.models.package import ModelFileError, model_file
 
     torch.set_num_threads(threads)
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
@@ -408,7 +409,7 @@ def clean(
         elif not no_model:
             from facepoints.deploy.predictor import Predictor
 
-            path = model or BUNDLED
+            path = model_file(model)
             if not Path(path).is_file():
                 fail(f"{path}: no such model file; pass --model, or --no-model for the heuristics alone")
             predictor, name = Predictor.from_file(path, detector=None, threads=threads), str(path)

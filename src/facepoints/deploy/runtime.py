@@ -116,9 +116,9 @@ def cached_onnx(path: str | Path | None = None) -> Path:
     model file gets a new export. The export is checked against the PyTorch model on
     random crops (largest landmark difference at most 0.01 of the crop) before it is
     kept, and written atomically."""
-    from facepoints.models.package import BUNDLED
+    from facepoints.models.package import model_file
 
-    src = Path(path) if path is not None else BUNDLED
+    src = model_file(path)
     if not src.is_file():
         raise ModelFileError(f"{src}: no such model file")
     try:

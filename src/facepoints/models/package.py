@@ -22,7 +22,20 @@ from facepoints.models.network import IMAGENET_MEAN, IMAGENET_STD, LandmarkNet, 
 from facepoints.schemes import LandmarkScheme
 
 FORMAT_VERSION = 1
-BUNDLED = Path(__file__).resolve().parents[1] / "weights" / "default.safetensors"
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+# Models shipped in the package, by the name --model / load(model=...) accepts.
+BUNDLED_MODELS = {"default": WEIGHTS / "default.safetensors", "fast": WEIGHTS / "fast.safetensors"}
+BUNDLED = BUNDLED_MODELS["default"]
+
+
+def model_file(model: str | Path | None) -> Path:
+    """The file a model argument names: the bundled default for None, a bundled model for
+    its name ("default", "fast") unless a file of that name exists, else the path itself."""
+    if model is None:
+        return BUNDLED
+    if str(model) in BUNDLED_MODELS and not Path(model).exists():
+        return BUNDLED_MODELS[str(model)]
+    return Path(model)
 
 
 class ModelFileError(ValueError):
@@ -79,10 +92,11 @@ def save_model(model: LandmarkNet, info: ModelInfo, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def read_info(path: str | Path) -> ModelInfo:
+def read_info(path: str | Path | None) -> ModelInfo:
+    """A model file's metadata (the bundled model's for None, a bundled model by name)."""
     from safetensors import safe_open
 
-    path = Path(path)
+    path = model_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -108,7 +122,7 @@ def read_info(path: str | Path) -> ModelInfo:
 
 def load_model(path: str | Path | None = None) -> tuple[LandmarkNet, ModelInfo]:
     """The network in eval mode and its metadata; the bundled model if ``path`` is None."""
-    path = Path(path) if path is not None else BUNDLED
+    path = model_file(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     info = read_info(path)
