@@ -74,6 +74,15 @@ FAST_ROWS: list[tuple[str, str, Path, list[str]]] = [
 READING = "## Reading"  # a hand-written section after the tables, kept when the tables are rewritten
 
 
+def write_keeping_reading(out: Path, lines: list[str]) -> None:
+    """Write ``lines`` to ``out``, followed by the hand-written ``## Reading`` section of
+    the file being replaced, if it has one."""
+    old = out.read_text() if out.exists() else ""
+    if READING in old:
+        lines = [*lines, "", old[old.index(READING):].rstrip("\n")]
+    out.write_text("\n".join(lines) + "\n")
+
+
 def command(name: str, sets: list[str]) -> list[str]:
     cmd = ["facepoints", "train", CONFIG, "--output", str(RUNS / name)]
     for s in sets:
@@ -176,10 +185,7 @@ def table(out: Path, repeats: int) -> None:
               "", *HEADER]
     for name, what, run, cmd in FAST_ROWS:
         add(name, what, run, cmd)
-    old = out.read_text() if out.exists() else ""
-    if READING in old:  # keep the hand-written reading of the previous tables
-        lines += ["", old[old.index(READING):].rstrip("\n")]
-    out.write_text("\n".join(lines) + "\n")
+    write_keeping_reading(out, lines)
     print(f"wrote {out}")
 
 

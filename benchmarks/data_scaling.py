@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import best_epoch  # noqa: E402
+from ablation import best_epoch, write_keeping_reading  # noqa: E402
 
 from facepoints.evaluation.machine import cpu_name  # noqa: E402
 
@@ -114,7 +114,7 @@ def table(out: Path) -> None:
         f"{predict(FULL_300W_TRAIN):.2f} % for the full 300-W training set ({FULL_300W_TRAIN:,} faces), "
         f"against {nme[i]:.2f} % measured with all {int(n[i])}.",
     ]
-    out.write_text("\n".join(lines) + "\n")
+    write_keeping_reading(out, lines)
     print("\n".join(lines))
 
 
