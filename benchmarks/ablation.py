@@ -97,21 +97,30 @@ def train_rows(only: list[str] | None) -> None:
     for name, _, sets in ROWS:
         if only and name not in only:
             continue
-        out = RUNS / name
-        if (out / "final.safetensors").exists():
-            print(f"{name}: done")
-            continue
-        cmd = command(name, sets) + (["--resume"] if (out / "last.pt").exists() else [])
-        print("$", shlex.join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        train_run(RUNS / name, command(name, sets))
+
+
+def train_run(out: Path, cmd: list[str]) -> None:
+    """Run a ``facepoints train`` command unless its output folder holds a finished run;
+    an interrupted one is resumed."""
+    if (out / "final.safetensors").exists():
+        print(f"{out.name}: done")
+        return
+    cmd = cmd + (["--resume"] if (out / "last.pt").exists() else [])
+    print("$", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def validated_epochs(run: Path) -> list[dict]:
+    """The run's ``metrics.jsonl`` records that carry validation metrics, in order."""
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in recs if "val_nme_io" in r]
 
 
 def best_epoch(run: Path) -> dict | None:
-    log = run / "metrics.jsonl"
     if not (run / "final.safetensors").exists():
         return None
-    recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    recs = [r for r in recs if "val_nme_io" in r]
+    recs = validated_epochs(run)
     best = min(recs, key=lambda r: r["val_nme_io"])
     best["train_seconds_total"] = sum(r["train_seconds"] for r in recs)
     best["images_per_second_mean"] = float(np.mean([r["images_per_second"] for r in recs]))

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import best_epoch, write_keeping_reading  # noqa: E402
+from ablation import best_epoch, train_run, validated_epochs, write_keeping_reading  # noqa: E402
 
 from facepoints.evaluation.machine import cpu_name  # noqa: E402
 
@@ -54,13 +52,7 @@ def command(name: str, subset: int | None, epochs: int) -> list[str]:
 
 def train() -> None:
     for name, subset, epochs, _ in ROWS:
-        out = RUNS / name
-        if (out / "final.safetensors").exists():
-            print(f"{name}: done")
-            continue
-        cmd = command(name, subset, epochs) + (["--resume"] if (out / "last.pt").exists() else [])
-        print("$", shlex.join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        train_run(RUNS / name, command(name, subset, epochs))
 
 
 def all_train_faces() -> int:
@@ -71,20 +63,15 @@ def all_train_faces() -> int:
     return len(make_splits(load_config(CONFIG)).train.samples)
 
 
-def last_epoch(run: Path) -> dict:
-    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [r for r in recs if "val_nme_io" in r][-1]
-
-
 def table(out: Path) -> None:
     rows = []
     for name, subset, epochs, fit in ROWS:
         best = best_epoch(RUNS / name)
         if best is None:
             raise SystemExit(f"{RUNS / name}: not trained yet (python benchmarks/data_scaling.py train)")
-        rows.append((name, subset, epochs, fit, best))
+        rows.append((name, subset, epochs, fit, best, validated_epochs(RUNS / name)[-1]))
     n = np.array([r[1] if r[1] is not None else all_train_faces() for r in rows], float)
-    nme = np.array([last_epoch(RUNS / r[0])["val_nme_io"] for r in rows])
+    nme = np.array([r[5]["val_nme_io"] for r in rows])
     fitted = np.array([r[3] for r in rows])
     b, log_a = np.polyfit(np.log(n[fitted]), np.log(nme[fitted]), 1)
     predict = lambda k: float(np.exp(log_a) * k ** b)  # noqa: E731
@@ -101,8 +88,7 @@ def table(out: Path) -> None:
         "val NME io % (best epoch) | command |",
         "|---|---:|---:|---:|---|---:|---:|---:|---|",
     ]
-    for (name, subset, epochs, fit, best), k in zip(rows, n):
-        last = last_epoch(RUNS / name)
+    for (name, subset, epochs, fit, best, last), k in zip(rows, n):
         lines.append(f"| {name} | {int(k)} | {epochs} | {best['steps']} | {'yes' if fit else 'no'} | "
                      f"{last['val_nme_io']:.2f} | "
                      f"{last['val_fr10']:.2f} | {best['val_nme_io']:.2f} (epoch {best['epoch']}) | "

@@ -410,7 +410,7 @@ def clean(
             from facepoints.deploy.predictor import Predictor
 
             path = model_file(model)
-            if not Path(path).is_file():
+            if not path.is_file():
                 fail(f"{path}: no such model file; pass --model, or --no-model for the heuristics alone")
             predictor, name = Predictor.from_file(path, detector=None, threads=threads), str(path)
             detections = _detections(ds, detector, as_json)
