@@ -1,9 +1,12 @@
-"""Ablation: one idea per row, each trained with ``configs/ablation.yaml`` (same data,
-same validation split, same budget) and one key changed with ``--set``.
+"""Ablation: one idea per row, each trained with one config (same data, same
+validation split, same budget) and keys changed with ``--set``. Two tables:
+``default`` (``configs/ablation.yaml`` -> ``benchmarks/ablation.md``: the recipe of the
+first bundled models) and ``all`` (``configs/ablation-all.yaml`` ->
+``benchmarks/ablation-all.md``: every human-labelled source, the accuracy campaign).
 
-    python benchmarks/ablation.py train            # trains every missing row (resumable)
-    python benchmarks/ablation.py train --only l1  # one row
-    python benchmarks/ablation.py table            # writes benchmarks/ablation.md
+    python benchmarks/ablation.py train                          # every missing row (resumable)
+    python benchmarks/ablation.py train --table all --only pip16 # one row
+    python benchmarks/ablation.py table --table all              # writes benchmarks/ablation-all.md
 
 Columns: validation NME (inter-ocular, %) and FR@0.1 of the best epoch on the held-out
 split (centre crops from the ground-truth landmark box, no flip), training seconds
@@ -74,6 +77,17 @@ FAST_ROWS: list[tuple[str, str, Path, list[str]]] = [
      ["facepoints", "train", "configs/fast80.yaml", "--output", "runs/fast80-distill",
       "--set", "distill={teacher: src/facepoints/weights/default.safetensors, weight: 0.5}"]),
 ]
+CONFIG_ALL = "configs/ablation-all.yaml"
+RUNS_ALL = Path("runs/ablation-all")
+# The accuracy campaign (issue 12): heads first on the base recipe, then each idea on the
+# chosen head (HEAD) at the same budget.
+HEAD = ["model.head=pip", "model.pip_stride=16", "loss.name=l1"]
+ROWS_ALL: list[tuple[str, str, list[str]]] = [
+    ("base", "MobileNetV2 (ImageNet), regression, Wing, 112 px, 3 epochs", []),
+    ("pip32", "PIP head, stride 32 (4 x 4 grid), L1", ["model.head=pip", "loss.name=l1"]),
+    ("pip16", "PIP head, stride 16 (7 x 7 grid: one deconvolution), L1", HEAD),
+    ("heatmap", "heatmap head (soft-argmax, 28 x 28), Wing on coordinates", ["model.head=heatmap"]),
+]
 READING = "## Reading"  # a hand-written section after the tables, kept when the tables are rewritten
 
 
@@ -86,18 +100,23 @@ def write_keeping_reading(out: Path, lines: list[str]) -> None:
     out.write_text("\n".join(lines) + "\n")
 
 
-def command(name: str, sets: list[str]) -> list[str]:
-    cmd = ["facepoints", "train", CONFIG, "--output", str(RUNS / name)]
+TABLES = {"default": (CONFIG, RUNS, ROWS), "all": (CONFIG_ALL, RUNS_ALL, ROWS_ALL)}
+
+
+def command(name: str, sets: list[str], table: str = "default") -> list[str]:
+    config, runs, _ = TABLES[table]
+    cmd = ["facepoints", "train", config, "--output", str(runs / name)]
     for s in sets:
         cmd += ["--set", s]
     return cmd
 
 
-def train_rows(only: list[str] | None) -> None:
-    for name, _, sets in ROWS:
+def train_rows(only: list[str] | None, table: str = "default") -> None:
+    _, runs, rows = TABLES[table]
+    for name, _, sets in rows:
         if only and name not in only:
             continue
-        train_run(RUNS / name, command(name, sets))
+        train_run(runs / name, command(name, sets, table))
 
 
 def train_run(out: Path, cmd: list[str]) -> None:
@@ -201,19 +220,81 @@ def table(out: Path, repeats: int) -> None:
     print(f"wrote {out}")
 
 
+SOURCES_ALL = {"300-W": ("300w:afw", "300w:helen/trainset", "300w:lfpw/trainset"),
+               "YTF": ("ytf:training_frames_keypoints.csv", "ytf:test_frames_keypoints.csv"),
+               "infants": ("300w:infanface/train",)}
+YAWS = ("yaw 0-15", "yaw 15-30", "yaw 30-45", "yaw 45+")
+
+
+def pooled(rec: dict, labels) -> float | None:
+    """The validation NME of several sources together (weighted by their face counts)."""
+    n = [rec.get(f"val_n[{k}]", 0) for k in labels]
+    if not sum(n):
+        return None
+    return sum(rec[f"val_nme_io[{k}]"] * c for k, c in zip(labels, n) if c) / sum(n)
+
+
+def table_all(out: Path, repeats: int) -> None:
+    recs = {name: best_epoch(RUNS_ALL / name) for name, _, _ in ROWS_ALL}
+    counts = next((r for r in recs.values() if r), {})
+    n_of = {k: sum(counts.get(f"val_n[{x}]", 0) for x in v) for k, v in SOURCES_ALL.items()}
+    n_yaw = {y: counts.get(f"val_n[{y}]", 0) for y in YAWS}
+    lines = [
+        "# Ablation on all the data (the accuracy campaign): one idea per row, same data, split and budget",
+        "",
+        f"Generated {datetime.date.today()} by `python benchmarks/ablation.py table --table all` on "
+        f"{cpu_name()} ({platform.machine()}) (2 shared CPU cores, no GPU).",
+        "",
+        f"Every row trains `{CONFIG_ALL}` (MobileNetV2 with ImageNet weights, 112 px, 3 epochs over 300-W "
+        "AFW + HELEN train + LFPW train (x2), the YTF 68-point frames and the InfAnFace training faces) with "
+        "the keys in its command changed. The first rows compare heads on the base recipe; the rows after "
+        f"them change one idea on the chosen head (`{' '.join(HEAD)}`). NME (inter-ocular, %) of the best "
+        "epoch (by overall validation NME) on the held-out split: "
+        + ", ".join(f"{k} {v} faces" for k, v in n_of.items())
+        + " (whole 300-W photos, whole YTF persons, infant images never seen in training), and per |yaw| "
+        "bucket of the labelled pose (" + ", ".join(f"{y.split()[1]}: {n}" for y, n in n_yaw.items())
+        + " faces, all sources); centre crops from the ground-truth landmark box, no flip. "
+        f"Latency: one face through ONNX Runtime, 1 thread, median of {repeats} runs, all rows timed one "
+        "after another in the same process. One seed per row: read differences below ~0.1 NME as noise.",
+        "",
+        "| row | idea | val NME % | 300-W | YTF | infants | " + " | ".join(f"\\|{y}\\|" for y in YAWS)
+        + " | FR@0.1 % | train s | img/s | params (M) | latency ms | command |",
+        "|---|---|" + "---:|" * (5 + len(YAWS) + 5) + "---|",
+    ]
+    for name, what, sets in ROWS_ALL:
+        cmd = "`" + shlex.join(command(name, sets, "all")) + "`"
+        b = recs[name]
+        if b is None:
+            lines.append(f"| {name} | {what} | not run |" + " |" * (4 + len(YAWS) + 5) + f" {cmd} |")
+            continue
+        params, ms = latency_ms(RUNS_ALL / name / "best.safetensors", repeats)
+        cells = [pooled(b, v) for v in SOURCES_ALL.values()] + [b.get(f"val_nme_io[{y}]") for y in YAWS]
+        lines.append(f"| {name} | {what} | {b['val_nme_io']:.2f} | "
+                     + " | ".join("" if c is None else f"{c:.2f}" for c in cells)
+                     + f" | {b['val_fr10']:.2f} | {b['train_seconds_total']:.0f} | {b['images_per_second_mean']:.0f} | "
+                     f"{params / 1e6:.2f} | {ms:.2f} | {cmd} |")
+        print(lines[-1], flush=True)
+    write_keeping_reading(out, lines)
+    print(f"wrote {out}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
     t = sub.add_parser("train", help="train the rows that are not done (resumes interrupted ones)")
     t.add_argument("--only", nargs="*", help="row names")
+    t.add_argument("--table", choices=sorted(TABLES), default="default")
     s = sub.add_parser("table", help="write the markdown table")
-    s.add_argument("--out", type=Path, default=Path("benchmarks/ablation.md"))
+    s.add_argument("--table", choices=sorted(TABLES), default="default")
+    s.add_argument("--out", type=Path, help="default: benchmarks/ablation.md, or ablation-all.md for --table all")
     s.add_argument("--repeats", type=int, default=200)
     args = ap.parse_args(argv)
     if args.what == "train":
-        train_rows(args.only)
+        train_rows(args.only, args.table)
+    elif args.table == "all":
+        table_all(args.out or Path("benchmarks/ablation-all.md"), args.repeats)
     else:
-        table(args.out, args.repeats)
+        table(args.out or Path("benchmarks/ablation.md"), args.repeats)
 
 
 if __name__ == "__main__":

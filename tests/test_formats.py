@@ -434,3 +434,10 @@ def test_real_ytf():
     ds = read_dataset(f"ytf:{shared('ytf68/training_frames_keypoints.csv')}")
     assert len(ds) == 3462 and ds.scheme.name == "ibug68" and not ds.warnings
     assert ds.samples[0].image.parent.name == "training"
+
+
+def test_300w_groups_faces_by_photo_and_lfpw_numbers_are_photos():
+    from facepoints.data.formats import _photo_group
+
+    assert _photo_group("1051618982_1") == _photo_group("1051618982_2") == "1051618982"  # AFW/HELEN: faces
+    assert _photo_group("image_0001") == "image_0001" != _photo_group("image_0002")  # LFPW: photo numbers

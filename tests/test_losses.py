@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from facepoints.models.losses import AdaptiveWingLoss, WingLoss, build_loss, render_heatmaps
-from facepoints.models.network import build_model
+from facepoints.models.losses import AdaptiveWingLoss, WingLoss, build_loss
+from facepoints.models.network import build_model, render_heatmaps
 
 
 def t(*v):
@@ -77,7 +77,7 @@ def test_heatmap_head_decodes_rendered_targets_to_their_coordinates():
     head.final = torch.nn.Identity()
     head.deconv = torch.nn.Identity()
     # sub-pixel: within half an input pixel, though a heatmap pixel is 4 input pixels
-    torch.testing.assert_close(head(hm), coords, atol=0.5 / 63, rtol=0)
+    torch.testing.assert_close(head.decode(head(hm)), coords, atol=0.5 / 63, rtol=0)
 
 
 def test_coordconv_and_heatmap_models_run():
@@ -98,7 +98,7 @@ def test_local_decoding_reads_target_style_heatmaps_that_a_flat_softmax_cannot()
     for h in heads.values():
         h.final = torch.nn.Identity()
         h.deconv = torch.nn.Identity()
-    torch.testing.assert_close(heads["local"](hm), coords, atol=1.0 / 63, rtol=0)
-    assert (heads["soft"](hm) - coords).abs().max() > 0.1  # dragged towards 0.5
+    torch.testing.assert_close(heads["local"].decode(hm), coords, atol=1.0 / 63, rtol=0)
+    assert (heads["soft"].decode(hm) - coords).abs().max() > 0.1  # dragged towards 0.5
     with pytest.raises(Exception, match="decoding"):
         build_model("mobilenet_v3_small", 2, head="heatmap", heatmap_decode="argmax")

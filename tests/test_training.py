@@ -267,3 +267,50 @@ def test_init_from_a_regression_model_gives_a_heatmap_run_its_trunk(tmp_path):
     assert info.head == "heatmap" and info.recipe["model_kwargs"]["heatmap_decode"] == "soft"
     for (k, a), b in zip(reg.trunk.named_parameters(), hm.trunk.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)
+
+
+def test_set_indexes_lists_of_sources(tmp_path):
+    path = tiny_config(tmp_path)
+    cfg = load_config(path, {"data.train.0.repeat": 3})  # a bare FORMAT:PATH source becomes {spec, repeat}
+    assert cfg.data.train[0].repeat == 3 and cfg.data.train[0].spec.startswith("300w:")
+    with pytest.raises(ConfigError, match="not an index of a list of 1"):
+        load_config(path, {"data.train.1.repeat": 3})
+
+
+def test_source_labels_tell_apart_folders_of_the_same_name():
+    from facepoints.training.loop import source_labels
+
+    got = source_labels(["300w:/d/300w/helen/trainset", "300w:/d/300w/lfpw/trainset", "300w:/d/300w/afw",
+                         "ytf:/d/ytf68/a.csv"])
+    assert list(got.values()) == ["300w:helen/trainset", "300w:lfpw/trainset", "300w:afw", "ytf:a.csv"]
+
+
+def test_validation_reports_each_source_and_yaw_bucket(tmp_path):
+    import torch
+
+    from facepoints.data.crop_cache import build_cache
+    from facepoints.schemes import get_scheme
+    from facepoints.training.loop import validate, yaw_buckets
+
+    cfg = load_config(tiny_config(tmp_path), {"data.val_fraction": 0.0})
+    samples = make_splits(cfg).train.samples
+    scheme = get_scheme("ibug68")
+    cache = build_cache(make_splits(cfg).train, 48, 1.25, cache_dir=None, progress=False)
+    yaws = yaw_buckets(samples, scheme)
+    assert set(yaws) <= {"yaw 0-15", "yaw 15-30", "yaw 30-45", "yaw 45+"} and yaws[0]
+    sources = ["300w:/x/a"] * 6 + ["300w:/y/a"] * 6
+
+    class Answer(torch.nn.Module):  # a "model" that answers the labels, except on one source
+        def forward(self, x):
+            return self.out[: len(x)]
+
+    net = Answer()
+    net.register_parameter("p", torch.nn.Parameter(torch.zeros(1)))
+    o = (cache.size - 48) // 2
+    truth = torch.from_numpy((cache.points - o) / 47).float()
+    net.out = truth.clone()
+    net.out[6:] += 0.05  # the second source is off by 5 % of the crop
+    got = validate(net, cache, scheme, 48, sources, yaws)
+    assert got["val_nme_io[300w:x/a]"] == pytest.approx(0.0, abs=1e-3) and got["val_n[300w:x/a]"] == 6
+    assert got["val_nme_io[300w:y/a]"] > 1.0
+    assert sum(got[k] for k in got if k.startswith("val_n[yaw")) == 12

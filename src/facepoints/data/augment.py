@@ -32,6 +32,9 @@ class AugmentConfig(BaseModel):
     color: bool = True
     blur_noise: bool = True
     grayscale: float = Field(0.05, ge=0, le=1, description="probability of a grey image")
+    occlusion: float = Field(0.0, ge=0, le=1, description="probability of synthetic occluders: 1-3 rectangles "
+                             "of 10-40 % of the side filled with noise (random erasing); the hidden points "
+                             "keep their labels, as in occluded test faces")
 
 
 def build_transform(cfg: AugmentConfig, input_size: int, train: bool) -> A.Compose:
@@ -53,6 +56,9 @@ def build_transform(cfg: AugmentConfig, input_size: int, train: bool) -> A.Compo
             ops.append(A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5)),
                                 A.GaussNoise(std_range=(0.02, 0.06))], p=0.25))
     ops.append(A.CenterCrop(input_size, input_size))
+    if train and cfg.enabled and cfg.occlusion > 0:  # after the crop, so every occluder lands in the view
+        ops.append(A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.1, 0.4),
+                                   hole_width_range=(0.1, 0.4), fill="random", p=cfg.occlusion))
     return A.Compose(ops, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
                      save_applied_params=True)
 

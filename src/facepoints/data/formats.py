@@ -191,8 +191,9 @@ def _find_image(stem_path: Path) -> Path:
 
 
 def _photo_group(stem: str) -> str:
-    """300-W names faces ``PHOTO_K``: faces of one photo stay in one split."""
-    return re.sub(r"_\d+$", "", stem)
+    """300-W names faces ``PHOTO_K`` (K a face number, 1-2 digits): faces of one photo
+    stay in one split. LFPW's ``image_0001`` is a photo number, not a face number."""
+    return re.sub(r"_\d{1,2}$", "", stem)
 
 
 def write_300w(ds: Dataset, path: Path) -> None:

@@ -1,8 +1,8 @@
 """Losses, chosen by name.
 
-Coordinate losses take ``(pred, target)``, both (B, P, 2) in crop units (0..1).
-Adaptive Wing works on heatmaps: ``HeatmapLoss`` renders Gaussian targets from the
-target coordinates and compares them with the heatmap head's output.
+Coordinate losses take ``(pred, target)``, both (B, P, 2) in crop units (0..1), or
+in a head's grid units (PIP offsets). Adaptive Wing works on heatmaps (``on_heatmaps``):
+the heatmap head renders the Gaussian targets it is compared with (``HeatmapHead.loss``).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ class AdaptiveWingLoss(nn.Module):
     ``A |y - p| - C`` with A and C chosen so that value and slope are continuous.
     """
 
+    on_heatmaps = True  # takes (heatmaps, target heatmaps), not coordinates
+
     def __init__(self, omega: float = 14.0, theta: float = 0.5, eps: float = 1.0, alpha: float = 2.1,
                  weight: float = 10.0, mask_threshold: float = 0.2):
         super().__init__()
@@ -62,39 +64,10 @@ class AdaptiveWingLoss(nn.Module):
         return (self.pixel_loss(pred, target) * w).mean()
 
 
-def render_heatmaps(coords: torch.Tensor, h: int, w: int, input_size: int, sigma: float = 1.5) -> torch.Tensor:
-    """Gaussian heatmaps (B, P, h, w), peak 1, for coordinates in crop units; the
-    inverse of the heatmap head's pixel placement."""
-    px = coords[..., 0] * (input_size - 1)
-    py = coords[..., 1] * (input_size - 1)
-    hx = (px + 0.5) * w / input_size - 0.5
-    hy = (py + 0.5) * h / input_size - 0.5
-    xs = torch.arange(w, device=coords.device, dtype=coords.dtype)
-    ys = torch.arange(h, device=coords.device, dtype=coords.dtype)
-    gx = torch.exp(-((xs.view(1, 1, w) - hx.unsqueeze(-1)) ** 2) / (2 * sigma**2))
-    gy = torch.exp(-((ys.view(1, 1, h) - hy.unsqueeze(-1)) ** 2) / (2 * sigma**2))
-    return gy.unsqueeze(-1) * gx.unsqueeze(-2)
-
-
-class HeatmapLoss(nn.Module):
-    """Adaptive Wing on the heatmap head's last heatmaps against rendered targets."""
-
-    needs_heatmaps = True
-
-    def __init__(self, input_size: int, sigma: float = 1.5, **kw):
-        super().__init__()
-        self.input_size, self.sigma = input_size, sigma
-        self.awing = AdaptiveWingLoss(**kw)
-
-    def forward(self, heatmaps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        _, _, h, w = heatmaps.shape
-        return self.awing(heatmaps, render_heatmaps(target, h, w, self.input_size, self.sigma))
-
-
 LOSSES = ("l1", "l2", "smooth_l1", "wing", "awing")
 
 
-def build_loss(name: str, input_size: int = 128, **kw) -> nn.Module:
+def build_loss(name: str, **kw) -> nn.Module:
     name = name.lower()
     if name == "l1":
         return nn.L1Loss()
@@ -105,5 +78,5 @@ def build_loss(name: str, input_size: int = 128, **kw) -> nn.Module:
     if name == "wing":
         return WingLoss(**{k: kw[k] for k in ("w", "eps", "scale") if k in kw})
     if name == "awing":
-        return HeatmapLoss(input_size)
+        return AdaptiveWingLoss()
     raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")

@@ -69,7 +69,13 @@ def coord_conv(channels: int) -> nn.Module:
 
 
 class RegressionHead(nn.Module):
-    """The classic recipe: global average pool, then ``Linear(C, 2 * P)``."""
+    """The classic recipe: global average pool, then ``Linear(C, 2 * P)``.
+
+    Every head has the same three parts, so training and inference cannot drift apart:
+    ``forward(feats)`` gives the raw output (what the loss sees), ``decode(raw)`` the
+    landmarks (B, P, 2) in crop units, and ``loss(raw, target, coord_loss)`` encodes the
+    target landmarks the way the head needs them and scores the raw output.
+    """
 
     def __init__(self, channels: int, num_points: int, dropout: float = 0.0, coordconv: bool = False):
         super().__init__()
@@ -83,11 +89,52 @@ class RegressionHead(nn.Module):
         x = self.drop(torch.flatten(self.pool(self.coords(feats)), 1))
         return self.fc(x).view(-1, self.num_points, 2)
 
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw
+
+    def loss(self, raw: torch.Tensor, target: torch.Tensor, coord_loss: nn.Module) -> torch.Tensor:
+        return coord_loss(raw.float(), target)
+
     def init_mean_shape(self, mean_shape: torch.Tensor) -> None:
         """Start from the mean face: zero weights, bias = mean landmark positions."""
         with torch.no_grad():
             self.fc.weight.mul_(0.01)
             self.fc.bias.copy_(mean_shape.reshape(-1))
+
+
+def grid_coordinates(coords: torch.Tensor, input_size: int, h: int, w: int) -> torch.Tensor:
+    """Crop units (0..1 between corner pixel centres) -> continuous grid units of an
+    h x w map over the crop: grid cell j covers input pixels [j*s, (j+1)*s) with
+    s = input_size / w, so cell j's centre is at j + 0.5. Inverse: :func:`crop_coordinates`."""
+    px = coords * (input_size - 1) + 0.5
+    return torch.stack([px[..., 0] * (w / input_size), px[..., 1] * (h / input_size)], -1)
+
+
+def crop_coordinates(grid: torch.Tensor, input_size: int, h: int, w: int) -> torch.Tensor:
+    """The inverse of :func:`grid_coordinates`."""
+    return (torch.stack([grid[..., 0] * (input_size / w), grid[..., 1] * (input_size / h)], -1) - 0.5) / (input_size - 1)
+
+
+def render_heatmaps(coords: torch.Tensor, h: int, w: int, input_size: int, sigma: float = 1.5) -> torch.Tensor:
+    """Gaussian heatmaps (B, P, h, w), peak 1, for coordinates in crop units: the
+    heatmap head's training targets (the inverse of its pixel placement)."""
+    g = grid_coordinates(coords, input_size, h, w) - 0.5  # heatmap pixel index units
+    xs = torch.arange(w, device=coords.device, dtype=coords.dtype)
+    ys = torch.arange(h, device=coords.device, dtype=coords.dtype)
+    gx = torch.exp(-((xs.view(1, 1, w) - g[..., 0:1]) ** 2) / (2 * sigma**2))
+    gy = torch.exp(-((ys.view(1, 1, h) - g[..., 1:2]) ** 2) / (2 * sigma**2))
+    return gy.unsqueeze(-1) * gx.unsqueeze(-2)
+
+
+def upsampler(channels: int, width: int, times: int) -> tuple[nn.Module, int]:
+    """``times`` stride-2 deconvolutions (SimpleBaseline), and the channels they leave."""
+    layers: list[nn.Module] = []
+    c = channels
+    for _ in range(times):
+        layers += [nn.ConvTranspose2d(c, width, 4, stride=2, padding=1, bias=False),
+                   nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        c = width
+    return nn.Sequential(*layers), c
 
 
 HEATMAP_DECODERS = ("soft", "local")
@@ -101,7 +148,8 @@ class HeatmapHead(nn.Module):
     expectation under the heatmap itself (negative values as 0) in a 5 x 5 window
     around its peak, for heads trained on target heatmaps (Adaptive Wing), whose
     values lie in [0, 1], where a softmax would be nearly flat.
-    The last heatmaps stay on ``self.heatmaps`` for heatmap losses (Adaptive Wing).
+    The raw output is the heatmaps: a heatmap loss (``on_heatmaps``) is compared with
+    Gaussian targets rendered here, a coordinate loss with the decoded landmarks.
     """
 
     def __init__(self, channels: int, num_points: int, input_size: int, width: int = 128,
@@ -109,22 +157,17 @@ class HeatmapHead(nn.Module):
         super().__init__()
         if decode not in HEATMAP_DECODERS:
             raise ModelBuildError(f"unknown heatmap decoding {decode!r}; available: {', '.join(HEATMAP_DECODERS)}")
-        self.num_points, self.input_size, self.beta, self.decode = num_points, input_size, beta, decode
-        layers: list[nn.Module] = [coord_conv(channels)] if coordconv else []
-        c = channels
-        for _ in range(upsamples):
-            layers += [nn.ConvTranspose2d(c, width, 4, stride=2, padding=1, bias=False),
-                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-            c = width
-        self.deconv = nn.Sequential(*layers)
-        self.final = nn.Conv2d(width, num_points, 1)
-        self.heatmaps: torch.Tensor | None = None
+        self.num_points, self.input_size, self.beta, self.decode_mode = num_points, input_size, beta, decode
+        up, c = upsampler(channels, width, upsamples)
+        self.deconv = nn.Sequential(coord_conv(channels), *up) if coordconv else up
+        self.final = nn.Conv2d(c, num_points, 1)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        hm = self.final(self.deconv(feats))
-        self.heatmaps = hm
+        return self.final(self.deconv(feats))
+
+    def decode(self, hm: torch.Tensor) -> torch.Tensor:
         b, p, h, w = hm.shape
-        if self.decode == "soft":
+        if self.decode_mode == "soft":
             prob = torch.softmax(hm.reshape(b, p, h * w) * self.beta, dim=-1).reshape(b, p, h, w)
         else:  # "local": the heatmap's own mass in a 5 x 5 window around its peak
             peak = hm.reshape(b, p, h * w).argmax(-1)
@@ -135,16 +178,113 @@ class HeatmapHead(nn.Module):
                     & ((rows - py[..., None]).abs() <= 2)[:, :, :, None])
             mass = torch.relu(hm) * near + 1e-6 * near  # an all-negative window falls back to its centre
             prob = mass / mass.sum((2, 3), keepdim=True)
-        # heatmap pixel j covers input pixels [j*s, (j+1)*s): its centre is (j+0.5)*s-0.5
-        sx, sy = self.input_size / w, self.input_size / h
-        gx = ((torch.arange(w, device=hm.device, dtype=hm.dtype) + 0.5) * sx - 0.5) / (self.input_size - 1)
-        gy = ((torch.arange(h, device=hm.device, dtype=hm.dtype) + 0.5) * sy - 0.5) / (self.input_size - 1)
-        x = (prob.sum(2) * gx).sum(-1)
-        y = (prob.sum(3) * gy).sum(-1)
-        return torch.stack([x, y], dim=-1)
+        # expected cell centre (j + 0.5 in grid units), then back to crop units
+        gx = (prob.sum(2) * (torch.arange(w, device=hm.device, dtype=hm.dtype) + 0.5)).sum(-1)
+        gy = (prob.sum(3) * (torch.arange(h, device=hm.device, dtype=hm.dtype) + 0.5)).sum(-1)
+        return crop_coordinates(torch.stack([gx, gy], dim=-1), self.input_size, h, w)
+
+    def loss(self, raw: torch.Tensor, target: torch.Tensor, coord_loss: nn.Module) -> torch.Tensor:
+        raw = raw.float()
+        if getattr(coord_loss, "on_heatmaps", False):
+            _, _, h, w = raw.shape
+            return coord_loss(raw, render_heatmaps(target, h, w, self.input_size))
+        return coord_loss(self.decode(raw), target)
 
     def init_mean_shape(self, mean_shape: torch.Tensor) -> None:
         """Heatmaps need no mean-shape start: every pixel begins equally likely."""
+
+
+PIP_STRIDES = (32, 16)
+
+
+class PIPHead(nn.Module):
+    """Pixel-in-Pixel regression (PIPNet, Jin et al. 2021, arXiv 2003.03771).
+
+    On the trunk's stride-32 grid (or stride 16 after one stride-2 deconvolution), five
+    1x1 convolutions give per landmark: a score map (which cell holds it), x and y
+    offsets within that cell, and x and y offsets of its ``neighbours`` nearest
+    landmarks of the mean shape, relative to the same cell. Decoding takes the best
+    cell of every landmark, reads its own offset there, and averages each landmark's
+    own prediction with those of the landmarks that count it as a neighbour.
+    Everything is in grid units (a cell is 1); the neighbour table is a buffer made
+    from the training mean shape (``init_mean_shape``) and saved with the weights.
+    Training (``loss``): MSE of the score map against a one-hot target, weighted by
+    ``score_weight`` (10 in the paper), plus the coordinate loss (L1 in the paper) on
+    the offsets read at the target cell.
+    """
+
+    def __init__(self, channels: int, num_points: int, input_size: int, neighbours: int = 10,
+                 stride: int = 32, width: int = 256, score_weight: float = 10.0):
+        super().__init__()
+        if stride not in PIP_STRIDES:
+            raise ModelBuildError(f"PIP head: stride {stride} not supported; choose from {PIP_STRIDES}")
+        if neighbours < 1 or num_points < 2:
+            raise ModelBuildError(f"PIP head: needs at least 2 points and 1 neighbour (got {num_points}, {neighbours})")
+        neighbours = min(neighbours, num_points - 1)  # a scheme of P points has P - 1 others
+        self.num_points, self.input_size, self.k, self.score_weight = num_points, input_size, neighbours, score_weight
+        self.up, c = upsampler(channels, width, 1 if stride == 16 else 0)
+        self.score = nn.Conv2d(c, num_points, 1)
+        self.offset = nn.Conv2d(c, 2 * num_points, 1)
+        self.neighbour_offset = nn.Conv2d(c, 2 * num_points * neighbours, 1)
+        for conv in (self.score, self.offset, self.neighbour_offset):
+            nn.init.normal_(conv.weight, std=0.001)
+            nn.init.zeros_(conv.bias)
+        # neighbours[i, k]: the k-th nearest landmark to landmark i in the mean shape
+        self.register_buffer("neighbours", torch.stack(
+            [torch.tensor([(i + 1 + j) % num_points for j in range(neighbours)]) for i in range(num_points)]))
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.up(feats)
+        b, _, h, w = x.shape
+        p, k = self.num_points, self.k
+        return (self.score(x), self.offset(x).view(b, p, 2, h, w),
+                self.neighbour_offset(x).view(b, p, k, 2, h, w))
+
+    def decode(self, raw) -> torch.Tensor:
+        score, offset, nb = raw
+        b, p, h, w = score.shape
+        k = self.k
+        idx = score.reshape(b, p, h * w).argmax(-1)                                  # (B, P)
+        cell_y = torch.div(idx, w, rounding_mode="floor")
+        cell = torch.stack([idx - cell_y * w, cell_y], -1).to(score.dtype)           # (B, P, 2) as (x, y)
+        own = cell + offset.reshape(b, p, 2, h * w).gather(
+            3, idx.view(b, p, 1, 1).expand(b, p, 2, 1)).squeeze(3)                   # (B, P, 2)
+        nb_at = nb.reshape(b, p, k, 2, h * w).gather(
+            4, idx.view(b, p, 1, 1, 1).expand(b, p, k, 2, 1)).squeeze(4)             # (B, P, K, 2)
+        nb_pos = (cell.unsqueeze(2) + nb_at).reshape(b, p * k, 2)                   # positions of neighbours
+        # member[i*K + k, j] = 1 where landmark i's k-th neighbour is j
+        member = (self.neighbours.reshape(-1, 1) == torch.arange(p, device=score.device)).to(score.dtype)
+        summed = torch.einsum("bnc,nj->bjc", nb_pos, member)
+        merged = (own + summed) / (1 + member.sum(0)).view(1, p, 1)
+        return crop_coordinates(merged, self.input_size, h, w)
+
+    def encode(self, target: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Targets for crop-unit landmarks (B, P, 2): the flat index of each landmark's
+        cell (B, P), its offset in that cell (B, P, 2), and its neighbours' positions
+        relative to that cell (B, P, K, 2), all in grid units."""
+        g = grid_coordinates(target, self.input_size, h, w)
+        lim = torch.tensor([w - 1, h - 1], device=g.device)
+        cell = torch.minimum(torch.floor(g).clamp(min=0).long(), lim)                # points off the crop: edge cells
+        idx = cell[..., 1] * w + cell[..., 0]
+        nb = g[:, self.neighbours] - cell.to(g.dtype).unsqueeze(2)
+        return idx, g - cell.to(g.dtype), nb
+
+    def loss(self, raw, target: torch.Tensor, coord_loss: nn.Module) -> torch.Tensor:
+        score, offset, nb = (t.float() for t in raw)
+        b, p, h, w = score.shape
+        k = self.k
+        idx, off_t, nb_t = self.encode(target, h, w)
+        onehot = torch.zeros(b, p, h * w, device=score.device).scatter_(2, idx.unsqueeze(-1), 1.0)
+        score_loss = torch.nn.functional.mse_loss(score.reshape(b, p, h * w), onehot)
+        off = offset.reshape(b, p, 2, h * w).gather(3, idx.view(b, p, 1, 1).expand(b, p, 2, 1)).squeeze(3)
+        nb_at = nb.reshape(b, p, k, 2, h * w).gather(4, idx.view(b, p, 1, 1, 1).expand(b, p, k, 2, 1)).squeeze(4)
+        return self.score_weight * score_loss + coord_loss(off, off_t) + coord_loss(nb_at, nb_t)
+
+    def init_mean_shape(self, mean_shape: torch.Tensor) -> None:
+        """The neighbour table from the mean shape: each landmark's ``k`` nearest others."""
+        d = torch.cdist(mean_shape.double(), mean_shape.double())
+        d.fill_diagonal_(float("inf"))
+        self.neighbours.copy_(d.argsort(1)[:, :self.k])
 
 
 class LandmarkNet(nn.Module):
@@ -155,22 +295,43 @@ class LandmarkNet(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def raw(self, x: torch.Tensor):
+        """The head's raw output, what its ``loss`` scores (training; see :class:`RawOutputs`)."""
         return self.head(self.trunk((x - self.mean) / self.std))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Landmarks (B, P, 2) in crop units."""
+        return self.head.decode(self.raw(x))
 
-HEADS = ("regression", "heatmap")
+
+class RawOutputs(nn.Module):
+    """A view of a LandmarkNet whose ``forward`` is its ``raw``: what training wraps in
+    DDP, so that gradient synchronisation sees the call that the loss is computed on."""
+
+    def __init__(self, net: LandmarkNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        return self.net.raw(x)
+
+
+HEADS = ("regression", "heatmap", "pip")
 
 
 def build_model(backbone: str, num_points: int, head: str = "regression", pretrained: bool = False,
                 dropout: float = 0.0, coordconv: bool = False, input_size: int = 128,
-                heatmap_beta: float = 1.0, heatmap_decode: str = "soft") -> LandmarkNet:
-    """A landmark network in one call. ``input_size`` matters only to the heatmap head
-    (to place heatmap pixels in the crop)."""
+                heatmap_beta: float = 1.0, heatmap_decode: str = "soft", pip_neighbours: int = 10,
+                pip_stride: int = 32, pip_score_weight: float = 10.0) -> LandmarkNet:
+    """A landmark network in one call. ``input_size`` matters only to the heatmap and
+    PIP heads (to place their grid cells in the crop)."""
     trunk, channels = backbone_features(backbone, pretrained)
     if head == "regression":
         return LandmarkNet(trunk, RegressionHead(channels, num_points, dropout, coordconv))
     if head == "heatmap":
         return LandmarkNet(trunk, HeatmapHead(channels, num_points, input_size, beta=heatmap_beta, coordconv=coordconv,
                                                   decode=heatmap_decode))
+    if head == "pip":
+        return LandmarkNet(trunk, PIPHead(channels, num_points, input_size, neighbours=pip_neighbours,
+                                          stride=pip_stride, score_weight=pip_score_weight))
     raise ModelBuildError(f"unknown head {head!r}; available: {', '.join(HEADS)}")

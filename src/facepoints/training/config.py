@@ -76,12 +76,15 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     backbone: str = "resnet18"
     pretrained: bool = False
-    head: Literal["regression", "heatmap"] = "regression"
+    head: Literal["regression", "heatmap", "pip"] = "regression"
     coordconv: bool = Field(False, description="CoordConv layer at the start of the head")
     heatmap_beta: float = Field(1.0, gt=0, description="soft-argmax sharpness of the heatmap head")
     heatmap_decode: Literal["auto", "soft", "local"] = Field(
         "auto", description="heatmap decoding: soft-argmax, or local (peak window; for heatmap losses); "
                             "auto: local with loss awing, else soft")
+    pip_neighbours: int = Field(10, ge=1, le=64, description="PIP head: neighbours per landmark (mean shape)")
+    pip_stride: Literal[32, 16] = Field(32, description="PIP head: grid stride (16: one deconvolution first)")
+    pip_score_weight: float = Field(10.0, gt=0, description="PIP head: weight of the score-map MSE in its loss")
     init_from: str | None = Field(None, description="start from this model file's weights (fine-tuning); "
                                   "same backbone; with another head, its trunk only")
     input_size: int = Field(128, ge=32, le=512)
@@ -148,6 +151,9 @@ class TrainConfig(_Strict):
     def _loss_fits_head(self):
         if self.loss.name == "awing" and self.model.head != "heatmap":
             raise ValueError("loss awing (Adaptive Wing) works on heatmaps: set model.head: heatmap")
+        if self.model.head == "pip" and self.loss.name not in ("l1", "l2", "smooth_l1"):
+            raise ValueError(f"loss {self.loss.name} does not fit the PIP head, whose offsets are in grid cells: "
+                             "use l1 (the paper's), l2 or smooth_l1")
         if self.distill is not None and self.loss.name == "awing":
             raise ValueError("distill: the teacher gives landmarks, not heatmaps; use a coordinate loss (not awing)")
         return self
@@ -155,6 +161,27 @@ class TrainConfig(_Strict):
 
 class ConfigError(ValueError):
     pass
+
+
+def _set_key(raw: dict, key: str, value, path: Path) -> None:
+    """Set a dotted key (``optim.lr``); a number indexes a list (``data.train.5.repeat``;
+    a source given as a bare ``FORMAT:PATH`` string becomes ``{spec: ...}`` first)."""
+    node = raw
+    *parents, leaf = key.split(".")
+    for depth, p in enumerate(parents + [leaf]):
+        if isinstance(node, list):
+            if not (p.isdigit() and int(p) < len(node)):
+                raise ConfigError(f"{path}: --set {key}: {p!r} is not an index of a list of {len(node)}")
+            if depth == len(parents):
+                node[int(p)] = value
+                return
+            if isinstance(node[int(p)], str):
+                node[int(p)] = {"spec": node[int(p)]}
+            node = node[int(p)]
+        elif depth == len(parents):
+            node[p] = value
+        else:
+            node = node.setdefault(p, {})
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
@@ -166,11 +193,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a mapping")
     for key, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        _set_key(raw, key, value, path)
     try:
         cfg = TrainConfig.model_validate(raw)
     except ValidationError as e:

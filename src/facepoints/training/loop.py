@@ -25,7 +25,7 @@ from facepoints.data.formats import read_dataset
 from facepoints.data.samples import Dataset
 from facepoints.evaluation.metrics import nme
 from facepoints.models.losses import build_loss
-from facepoints.models.network import build_model
+from facepoints.models.network import RawOutputs, build_model
 from facepoints.models.package import ModelInfo, load_checkpoint, save_checkpoint, save_model
 from facepoints.training.config import TrainConfig
 
@@ -130,15 +130,56 @@ def predict_crops(model, images: np.ndarray, input_size: int, batch: int = 64) -
     return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:2])
 
 
-def validate(model, cache: CropCache, scheme, input_size: int, sources: list[str]) -> dict:
+def source_labels(specs: list[str]) -> dict[str, str]:
+    """Short names for FORMAT:PATH sources: the format and the path's last part, or as
+    many last parts as it takes to tell them apart (helen/trainset, lfpw/trainset)."""
+    def label(spec: str, depth: int) -> str:
+        fmt, _, path = spec.partition(":")
+        return f"{fmt}:{'/'.join(Path(path).parts[-depth:])}"
+
+    out = {}
+    for spec in specs:
+        depth = 1
+        while depth < len(Path(spec.partition(":")[2]).parts) and any(
+                label(o, depth) == label(spec, depth) for o in specs if o != spec):
+            depth += 1
+        out[spec] = label(spec, depth)
+    return out
+
+
+YAW_EDGES = (0, 15, 30, 45)  # |yaw| buckets of the validation report: 0-15, 15-30, 30-45, 45+ degrees
+
+
+def yaw_buckets(samples, scheme) -> list[str]:
+    """Each sample's |yaw| bucket by its labelled landmarks ("yaw 15-30", "yaw 45+"),
+    "" where no pose can be estimated (a scheme without pose points, a failed fit)."""
+    from facepoints.data.pose import PoseError, dataset_poses
+
+    try:
+        yaw = np.abs(dataset_poses(samples, scheme).yaw)
+    except PoseError:
+        return [""] * len(samples)
+    names = [f"yaw {a}-{b}" for a, b in zip(YAW_EDGES, YAW_EDGES[1:])] + [f"yaw {YAW_EDGES[-1]}+"]
+    return ["" if not np.isfinite(y) else names[int(np.searchsorted(YAW_EDGES, y, side="right")) - 1] for y in yaw]
+
+
+def validate(model, cache: CropCache, scheme, input_size: int, sources: list[str],
+             yaws: list[str] | None = None) -> dict:
+    """NME (inter-ocular, %) and FR@0.1 on the validation crops: overall, per source
+    (``val_nme_io[300w:afw]``) and per |yaw| bucket (``val_nme_io[yaw 15-30]``)."""
     if len(cache) == 0:
         return {}
     pred = predict_crops(model, cache.images, input_size)
     err = nme(pred, cache.points, scheme, "io")
     out = {"val_nme_io": float(err.mean() * 100), "val_fr10": float((err > 0.1).mean() * 100)}
     src = np.array(sources)
-    for name in sorted(set(sources)):
-        out[f"val_nme_io[{name.split(':')[0]}:{Path(name.split(':', 1)[1]).name}]"] = float(err[src == name].mean() * 100)
+    for name, label in source_labels(sorted(set(sources))).items():
+        out[f"val_nme_io[{label}]"] = float(err[src == name].mean() * 100)
+        out[f"val_n[{label}]"] = int((src == name).sum())
+    groups = np.array(yaws if yaws is not None else [""] * len(err))
+    for name in sorted(set(groups) - {""}, key=lambda g: int(g.split()[1].split("-")[0].rstrip("+"))):
+        out[f"val_nme_io[{name}]"] = float(err[groups == name].mean() * 100)
+        out[f"val_n[{name}]"] = int((groups == name).sum())
     return out
 
 
@@ -246,6 +287,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
                             progress=progress, skip_bad_images=skip)
     repeats = [splits.repeats[i] for i in train_cache.positions()]
     val_sources = [splits.val.samples[i].attributes["source"] for i in val_cache.positions()]
+    val_yaws = yaw_buckets([splits.val.samples[i] for i in val_cache.positions()], scheme) if lead else []
     if lead:
         for line in train_cache.skipped + val_cache.skipped:
             print(f"warning: left out: {line}")
@@ -259,6 +301,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
     if m.head == "heatmap":
         decode = m.heatmap_decode if m.heatmap_decode != "auto" else "local" if cfg.loss.name == "awing" else "soft"
         model_kwargs["heatmap_decode"] = decode
+    if m.head == "pip":
+        model_kwargs.update(pip_neighbours=m.pip_neighbours, pip_stride=m.pip_stride,
+                            pip_score_weight=m.pip_score_weight)
     model = build_model(m.backbone, scheme.num_points, m.head, m.pretrained, **model_kwargs)
     o = (train_cache.size - m.input_size) // 2
     fresh_head = True
@@ -280,8 +325,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
             model.load_state_dict(start.state_dict())
     if fresh_head:
         model.head.init_mean_shape(torch.from_numpy((train_cache.points.mean(0) - o) / (m.input_size - 1)).float())
-    loss_fn = build_loss(cfg.loss.name, input_size=m.input_size, w=cfg.loss.w, eps=cfg.loss.eps)
-    on_heatmaps = getattr(loss_fn, "needs_heatmaps", False)
+    loss_fn = build_loss(cfg.loss.name, w=cfg.loss.w, eps=cfg.loss.eps)
     teacher = _teacher(cfg, scheme, device) if cfg.distill else None
     opt = _optimizer(model, oc)
 
@@ -304,9 +348,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
     model.to(device)
     if on_gpu and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    net = model
+    net = RawOutputs(model)
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if on_gpu else None)
     ema = None
     if oc.ema:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -343,11 +387,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
             if on_gpu and cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu and cfg.amp):
-                pred = net(x)
-                loss = loss_fn((model.head.heatmaps if on_heatmaps else pred).float(), y)
+                raw = net(x)
+                loss = model.head.loss(raw, y, loss_fn)
                 if teacher is not None:
                     w = cfg.distill.weight
-                    loss = (1 - w) * loss + w * loss_fn(pred.float(), teacher(x))
+                    loss = (1 - w) * loss + w * model.head.loss(raw, teacher(x), loss_fn)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if oc.grad_clip:
@@ -365,7 +409,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
                 break
         train_time = time.time() - t_epoch
         if lead:
-            metrics = validate(final(), val_cache, scheme, m.input_size, val_sources)
+            metrics = validate(final(), val_cache, scheme, m.input_size, val_sources, val_yaws)
             rec = {"epoch": epoch + 1, "step": step, "loss": running / max(seen, 1), "lr": sched.get_last_lr()[0],
                    "train_seconds": round(train_time, 1),
                    "images_per_second": round(seen * world / max(train_time, 1e-9), 1), **metrics}
