@@ -150,7 +150,7 @@ def best_epoch(run: Path) -> dict | None:
 def latency_ms(model_file: Path, repeats: int) -> tuple[int, float]:
     """Parameters and median ms for one face through ONNX Runtime on 1 thread (the
     model's cached export, as the Predictor runs it)."""
-    from facepoints.deploy.runtime import OnnxRunner, cached_onnx
+    from facepoints.inference.runtime import OnnxRunner, cached_onnx
     from facepoints.models.package import load_model
 
     model, info = load_model(model_file)

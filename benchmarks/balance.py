@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+import facepoints
 from facepoints.data.images import read_image
 from facepoints.data.pose import dataset_poses
 from facepoints.data.samples import landmark_box
-from facepoints.deploy.predictor import Predictor
 from facepoints.evaluation.metrics import failure_rate, nme
 from facepoints.training.config import load_config
 from facepoints.training.loop import make_splits
@@ -56,7 +56,7 @@ def main(argv=None):
     boxes = [landmark_box(s.landmarks) for s in samples]
     errors = {}
     for name, path in (("without balance", args.without), ("with balance", args.with_)):
-        p = Predictor.from_file(path, detector=None, threads=args.threads, refine=0)
+        p = facepoints.load(path, detector=None, threads=args.threads, refine=0)
         pred = np.stack([p.landmarks_in_boxes(img, b[None])[0] for img, b in zip(images, boxes)])
         errors[name] = nme(pred, gt, val.scheme, "io")
 

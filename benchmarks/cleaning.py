@@ -267,7 +267,7 @@ SEEN_NOTE = (
     "Its residuals on these very images are smaller than on images it never saw, which flatters the "
     "model-based checks (most of all `wrong_image` and `scale`, which only the model can see). On a new "
     "dataset expect lower recall at the same threshold; out-of-fold predictions "
-    "(`facepoints.data.cleaning.out_of_fold_predictions`, k models trained without each fold) would give "
+    "(`facepoints.curation.cleaning.out_of_fold_predictions`, k models trained without each fold) would give "
     "an honest measurement and were not run here (too expensive on the shared CPUs)."
 )
 

@@ -8,7 +8,7 @@ YTF persons, by a stable hash): never trained on, never tuned on. Every method s
 the same faces. "GT box" is the standard protocol (crop from the ground-truth
 landmarks); for dlib, whose predictor expects its own detector's boxes, the GT box
 is mapped to a dlib-style box through the inverse of the dlib-hog calibration in
-facepoints.deploy.detectors (same information, its own convention).
+facepoints.inference.detectors (same information, its own convention).
 
 Speed (one thread, the same images, methods interleaved image by image so that the
 shared machine's noise hits all alike): ms per face with the box given (landmarks
@@ -37,10 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
+import facepoints
 from facepoints.data.images import read_image
-from facepoints.data.labeling import dlib_landmarker
+from facepoints.curation.labeling import dlib_landmarker
 from facepoints.data.samples import Dataset, landmark_box
-from facepoints.deploy.predictor import Predictor
+from facepoints.deploy.runners import TorchRunner
+from facepoints.inference.predictor import Predictor
 from facepoints.evaluation.machine import cpu_name
 from facepoints.evaluation.evaluate import evaluate
 from facepoints.evaluation.metrics import auc, failure_rate, nme
@@ -195,30 +197,30 @@ def speed(args, samples, dlib, mp=None) -> list[str]:
 
     model, info, fused, onnx_path = onnx_of(args.model)
     per_face = {
-        "facepoints PyTorch fp32": Predictor(model, info, detector=None, threads=1, flip=False),
-        "facepoints PyTorch fp32, BN fused": Predictor(fused, info, detector=None, threads=1,
+        "facepoints PyTorch fp32": Predictor(TorchRunner(model, threads=1), info, detector=None, flip=False),
+        "facepoints PyTorch fp32, BN fused": Predictor(TorchRunner(fused, threads=1), info, detector=None,
                                                        flip=False),
-        "facepoints ONNX Runtime fp32": Predictor.from_file(onnx_path, detector=None, threads=1, flip=False),
-        "facepoints ONNX Runtime fp32 + flip TTA": Predictor.from_file(onnx_path, detector=None, threads=1, flip=True),
+        "facepoints ONNX Runtime fp32": facepoints.load(onnx_path, detector=None, threads=1, flip=False),
+        "facepoints ONNX Runtime fp32 + flip TTA": facepoints.load(onnx_path, detector=None, threads=1, flip=True),
     }
     per_image = {
         "facepoints: YuNet + ONNX Runtime, flip TTA, refine 1 (the CLI default)":
-            Predictor.from_file(onnx_path, threads=1, flip=True, refine=1),
+            facepoints.load(onnx_path, threads=1, flip=True, refine=1),
         "facepoints: YuNet + ONNX Runtime, no flip, refine 0 (fastest)":
-            Predictor.from_file(onnx_path, threads=1, flip=False, refine=0),
+            facepoints.load(onnx_path, threads=1, flip=False, refine=0),
     }
     for n in args.detect_sizes:
         per_image[f"facepoints: YuNet at {n} px + ONNX Runtime, flip TTA, refine 1 (--detect-size {n})"] = \
-            Predictor.from_file(onnx_path, threads=1, flip=True, refine=1, detect_size=n)
+            facepoints.load(onnx_path, threads=1, flip=True, refine=1, detect_size=n)
         per_image[f"facepoints: YuNet at {n} px + ONNX Runtime, no flip, refine 0"] = \
-            Predictor.from_file(onnx_path, threads=1, flip=False, refine=0, detect_size=n)
+            facepoints.load(onnx_path, threads=1, flip=False, refine=0, detect_size=n)
     if args.fast_model:
         fast_onnx = onnx_of(args.fast_model)[3]
-        per_face[f"{FAST} ONNX Runtime fp32"] = Predictor.from_file(fast_onnx, detector=None, threads=1, flip=False)
-        per_image[f"{FAST}: YuNet + ONNX Runtime, no flip, refine 0"] = Predictor.from_file(
+        per_face[f"{FAST} ONNX Runtime fp32"] = facepoints.load(fast_onnx, detector=None, threads=1, flip=False)
+        per_image[f"{FAST}: YuNet + ONNX Runtime, no flip, refine 0"] = facepoints.load(
             fast_onnx, threads=1, flip=False, refine=0)
         for n in args.detect_sizes:
-            per_image[f"{FAST}: YuNet at {n} px + ONNX Runtime, no flip, refine 0"] = Predictor.from_file(
+            per_image[f"{FAST}: YuNet at {n} px + ONNX Runtime, no flip, refine 0"] = facepoints.load(
                 fast_onnx, threads=1, flip=False, refine=0, detect_size=n)
     times = {k: [] for k in [*per_face, *per_image]}
     dlib_face, dlib_image, mp_image = [], [], []
@@ -320,12 +322,12 @@ def main():
         if args.fast_model:
             runs.append((f"{FAST}, no flip (GT box)", args.fast_model, dict(refine=0, flip=False)))
         for name, model_file, kw in runs:
-            p = Predictor.from_file(model_file, detector=None, threads=1, **kw)
+            p = facepoints.load(model_file, detector=None, threads=1, **kw)
             t = time.perf_counter()
             pred = np.stack([p.landmarks_in_boxes(img, b[None])[0] for img, b in zip(images, boxes)])
             lines.append(row(name, pred, gt, time.perf_counter() - t))
         for n in [None, *args.detect_sizes]:  # the whole pipeline: detector box, refine 1, flip TTA
-            p = Predictor.from_file(args.model, threads=1, detect_size=n)
+            p = facepoints.load(args.model, threads=1, detect_size=n)
             t = time.perf_counter()
             ev = evaluate(Dataset(title, IBUG68, samples), p, use_detector=True)
             lines.append(row(f"facepoints, YuNet at {n or p.detector.max_side} px + refine 1 + flip (whole image)",

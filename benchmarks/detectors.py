@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark the face detectors of ``facepoints.deploy.detectors`` on 300-W.
+"""Benchmark the face detectors of ``facepoints.inference.detectors`` on 300-W.
 
 For every detector (default settings), on 300-W AFW (all faces) and HELEN trainset
 (every ``--helen-every``-th face):
@@ -47,7 +47,7 @@ from facepoints.data.crops import box_iou
 from facepoints.data.formats import read_pts
 from facepoints.data.images import read_image
 from facepoints.data.samples import landmark_box
-from facepoints.deploy.detectors import DETECTORS, BoxCalibration, get_detector
+from facepoints.inference.detectors import DETECTORS, BoxCalibration, get_detector
 
 DETECTORS_DEFAULT = list(DETECTORS)
 
@@ -256,7 +256,7 @@ def write_report(args, rows, border_rows, n_afw, n_helen, n_helen_all, n_cut, el
         "",
         "Fitted on AFW: for each face, the raw detection containing the landmark-box centre with the highest IoU; "
         "constants are medians of the per-face ratios (centre shift `dx`, `dy` as fractions of the detector box "
-        "width/height, size ratios `sw`, `sh`). They are written into `src/facepoints/deploy/detectors.py`. "
+        "width/height, size ratios `sw`, `sh`). They are written into `src/facepoints/inference/detectors.py`. "
         "AFW recall@0.5 above is therefore in-sample; HELEN is held out. Mean IoU is over the faces matched by "
         "centre; the centre error is the distance between box centres over the longer side of the landmark box "
         "(what the square crop uses), and the side ratio is calibrated longer side / landmark-box longer side.",

@@ -73,8 +73,9 @@ def main():
     from facepoints.data.images import read_image
     from facepoints.data.samples import landmark_box
     from facepoints.deploy.export import write_onnx
-    from facepoints.deploy.predictor import Predictor
-    from facepoints.deploy.runtime import OnnxRunner
+    from facepoints.deploy.runners import TorchRunner
+    from facepoints.inference.predictor import Predictor
+    from facepoints.inference.runtime import OnnxRunner
     from facepoints.evaluation.metrics import nme
     from facepoints.models.package import BUNDLED, load_model
     from facepoints.optimize.quantize import crops_from_samples, int8_info, quantize_onnx
@@ -110,7 +111,7 @@ def main():
     methods = {
         "ONNX Runtime fp32": (pred(OnnxRunner(fp32_onnx, threads=1)), f"{mb(fp32_onnx)} (.onnx)"),
         "ONNX Runtime int8 (static QDQ, per-channel)": (pred(OnnxRunner(int8_onnx, threads=1)), f"{mb(int8_onnx)} (.onnx)"),
-        "PyTorch fp32": (pred(model), f"{mb(model_path)} (.safetensors)"),
+        "PyTorch fp32": (pred(TorchRunner(model)), f"{mb(model_path)} (.safetensors)"),
         "PyTorch bf16 (autocast, CPU)": (pred(AutocastRunner(model, torch.bfloat16)), "same fp32 file"),
         "PyTorch fp16 (autocast, CPU)": (pred(AutocastRunner(model, torch.float16)), "same fp32 file"),
     }

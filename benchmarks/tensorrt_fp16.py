@@ -183,7 +183,7 @@ def main() -> int:
     import torch
 
     from facepoints.deploy.export import write_onnx
-    from facepoints.deploy.runtime import OnnxRunner
+    from facepoints.inference.runtime import OnnxRunner
     from facepoints.models.package import load_model
     from facepoints.optimize.quantize import calibration_crops
 

@@ -10,7 +10,7 @@ From every photo in ``examples/`` two synthetic 30 fps clips are made:
 * **moving**: the photo translated by ``--speed`` px per frame to the right (same
   noise), to show what smoothing costs in lag.
 
-The :class:`facepoints.deploy.tracking.Tracker` (bundled model, YuNet, default
+The :class:`facepoints.inference.tracking.Tracker` (bundled model, YuNet, default
 settings, 1 thread) runs once per clip with smoothing on. The smoothed landmarks come
 from the raw ones by a filter that never feeds back into the crops, so the raw
 landmarks of the same run *are* the run without smoothing (checked against a
@@ -20,7 +20,7 @@ recorded raw landmarks offline (exactly what the tracker does) for other
 
 Metrics, per face track present in every frame, then averaged over faces:
 
-* jitter: :func:`facepoints.deploy.tracking.jitter`, the mean frame-to-frame
+* jitter: :func:`facepoints.inference.tracking.jitter`, the mean frame-to-frame
   displacement of the points, in % of the inter-ocular distance and in px;
 * lag (moving clip): the reference is the mean raw answer on the still clip with the
   known sub-pixel shifts taken out (the model's answer for the unshifted photo), moved
@@ -96,7 +96,7 @@ def run_tracker(tracker, frames):
 def refilter(raw: np.ndarray, min_cutoff: float, beta: float) -> np.ndarray:
     """The tracker's smoothing applied offline to a track's raw landmarks."""
     from facepoints.data.samples import landmark_box
-    from facepoints.deploy.tracking import D_CUTOFF, OneEuroFilter
+    from facepoints.inference.tracking import D_CUTOFF, OneEuroFilter
 
     f = OneEuroFilter(min_cutoff, beta, D_CUTOFF, FPS)
     out = []
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     import facepoints
     from facepoints.data.images import read_image
-    from facepoints.deploy.tracking import BETA, D_CUTOFF, MIN_CUTOFF, Tracker, jitter
+    from facepoints.inference.tracking import BETA, D_CUTOFF, MIN_CUTOFF, Tracker, jitter
 
     t_start = time.time()
     cpu_start = time.process_time()
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
         f"{n_frames} frames, {detector_calls} detector calls in all. *Raw* is the tracker without smoothing "
         "(the same run: smoothing never feeds back into the crops; checked against `smooth=False`).",
         "",
-        "*Jitter*: `facepoints.deploy.tracking.jitter`, the mean frame-to-frame displacement of the 68 points, "
+        "*Jitter*: `facepoints.inference.tracking.jitter`, the mean frame-to-frame displacement of the 68 points, "
         "in % of the inter-ocular distance (outer eye corners) and in px, on the still clip. *Error* and *lag* "
         "on the moving clip: against the reference = the mean raw answer on the still clip (known shifts taken "
         "out) moved by the known translation; error is the mean point distance, lag the mean component "

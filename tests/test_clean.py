@@ -9,8 +9,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+import facepoints
 from facepoints.cli import app
-from facepoints.data.cleaning import DEFAULT_THRESHOLD, HARD, robust_z, score_dataset
+from facepoints.curation.cleaning import DEFAULT_THRESHOLD, HARD, robust_z, score_dataset
 from facepoints.data.formats import read_dataset, read_pts, write_pts
 from facepoints.data.samples import Dataset, Sample
 from facepoints.schemes import IBUG68
@@ -193,15 +194,14 @@ def test_training_config_excludes_the_flagged(faces, tmp_path):
 
 
 def test_out_of_fold_hook_never_predicts_a_sample_with_a_model_that_saw_it(faces, tiny_model):
-    from facepoints.data.cleaning import out_of_fold_predictions
-    from facepoints.deploy.predictor import Predictor
+    from facepoints.curation.cleaning import out_of_fold_predictions
 
     ds = read_dataset(f"300w:{faces}")
     seen: list[set] = []
 
     def make_predictor(train: Dataset):
         seen.append(set(train.ids()))
-        return Predictor.from_file(tiny_model, detector=None)
+        return facepoints.load(tiny_model, detector=None)
 
     pred = out_of_fold_predictions(ds, make_predictor, k=3, refine=0)
     assert len(seen) == 3 and pred.shape == (N, 68, 2)
@@ -261,7 +261,7 @@ def test_detector_box_exposes_a_scaled_shape_and_starts_the_model_crop(tmp_path)
     """With a face detector's box per sample, labels scaled about their centre (which
     no shape check can see) stand out by detector_scale, and the model's first crop is
     the detector's box, not the (wrong) label box."""
-    from facepoints.data.cleaning import model_predictions
+    from facepoints.curation.cleaning import model_predictions
     from facepoints.data.samples import landmark_box
 
     folder = write_300w_folder(tmp_path / "faces", n=N, seed=5)

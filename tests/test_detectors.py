@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from facepoints.deploy import detectors as D
-from facepoints.deploy.detectors import (
+from facepoints.inference.detectors import (
     DETECTORS,
     BoxCalibration,
     Detections,

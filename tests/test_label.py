@@ -72,7 +72,7 @@ def test_dlib_teacher(tmp_path):
     assert 0.3 < _confidences(out)["obama_portrait_1.jpg"] <= 1
     # dlib gets the box it was trained on (its own HOG box of the face), so the label
     # is dlib's answer on that box, not on a detector box of another convention.
-    from facepoints.data.labeling import dlib_landmarker
+    from facepoints.curation.labeling import dlib_landmarker
 
     teacher = dlib_landmarker()
     img = read_image(EXAMPLES / "obama_portrait.jpg")

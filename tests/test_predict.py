@@ -32,9 +32,9 @@ def test_api_finds_faces_and_landmarks_in_example_photos():
         faces = predictor.predict(img)
         total += len(faces)
         for f in faces:
-            pts = np.array(f["landmarks"])
-            assert pts.shape == (68, 2)
-            x0, y0, x1, y1 = f["box"]
+            pts = f.landmarks
+            assert isinstance(pts, np.ndarray) and pts.shape == (68, 2) and f.box.shape == (4,)
+            x0, y0, x1, y1 = f.box
             # landmarks sit on the face the detector found, not elsewhere
             cx, cy = pts.mean(0)
             assert x0 - 0.1 * (x1 - x0) <= cx <= x1 + 0.1 * (x1 - x0)
@@ -49,8 +49,43 @@ def test_boxes_given_skip_the_detector():
     predictor = facepoints.load(detector=None)
     img = read_image(PHOTOS[0])
     h, w = img.shape[:2]
-    faces = predictor.predict(img, boxes=[[w * 0.3, h * 0.3, w * 0.6, h * 0.6]])
-    assert len(faces) == 1 and faces[0]["score"] is None
+    for kw in ("boxes", "landmark_boxes"):
+        faces = predictor.predict(img, **{kw: [[w * 0.3, h * 0.3, w * 0.6, h * 0.6]]})
+        assert len(faces) == 1 and faces[0].score is None and predictor._detector is None
+
+
+def test_feeding_back_the_returned_boxes_gives_the_same_landmarks():
+    """predict(image, boxes=faces' boxes) runs the detector path from those boxes: the
+    landmarks are the ones predict(image) returned (the bar: at most 1 px on average)."""
+    predictor = facepoints.load()
+    for photo in PHOTOS:
+        img = read_image(photo)
+        faces = predictor.predict(img)
+        again = predictor.predict(img, boxes=np.stack([f.box for f in faces]))
+        for a, b in zip(faces, again):
+            assert np.linalg.norm(a.landmarks - b.landmarks, axis=1).mean() <= 1.0, photo
+            np.testing.assert_array_equal(a.box, b.box)
+        # the same boxes read as tight landmark boxes are another crop: the points move
+        tight = predictor.predict(img, landmark_boxes=np.stack([f.box for f in faces]))
+        assert max(np.linalg.norm(a.landmarks - t.landmarks, axis=1).mean() for a, t in zip(faces, tight)) > 1.0
+
+
+def test_faces_serialise_rounded_only_in_to_dict():
+    face = facepoints.load().predict(read_image(PHOTOS[0]))[0]
+    assert face.landmarks.dtype == np.float32 and not np.allclose(face.landmarks, face.landmarks.round(2))
+    d = face.to_dict()
+    assert json.loads(json.dumps(d)) == d and set(d) == {"box", "score", "landmarks"}
+    assert d["landmarks"][0] == [round(float(v), 2) for v in face.landmarks[0]]
+
+
+@pytest.mark.parametrize("box, why", [([[0, 0, float("nan"), 10]], "not finite"), ([[0, 0, float("inf"), 9]], "not finite"),
+                                      ([[5, 5, 5, 20]], "empty or inverted"), ([[30, 30, 10, 10]], "empty or inverted")])
+def test_bad_boxes_are_refused(box, why):
+    predictor = facepoints.load(detector=None)
+    img = read_image(PHOTOS[0])
+    for kw in ("boxes", "landmark_boxes"):
+        with pytest.raises(ValueError, match=why):
+            predictor.predict(img, **{kw: box})
 
 
 def test_detect_size_downscales_only_the_detector_input():
@@ -62,8 +97,8 @@ def test_detect_size_downscales_only_the_detector_input():
         img = read_image(photo)
         a, b = full.predict(img), small.predict(img)
         assert len(a) == len(b), photo
-        for fa, fb in zip(sorted(a, key=lambda f: f["box"][0]), sorted(b, key=lambda f: f["box"][0])):
-            pa, pb = np.array(fa["landmarks"]), np.array(fb["landmarks"])
+        for fa, fb in zip(sorted(a, key=lambda f: f.box[0]), sorted(b, key=lambda f: f.box[0])):
+            pa, pb = fa.landmarks, fb.landmarks
             iod = np.linalg.norm(pa[36] - pa[45])
             assert np.linalg.norm(pa - pb, axis=1).mean() < 0.05 * iod, photo
     r = runner.invoke(app, ["predict", str(PHOTOS[0]), "--detect-size", "8"])
@@ -90,7 +125,7 @@ def test_evaluate_cli_on_a_dataset_made_from_the_examples(tmp_path):
     for p in PHOTOS:
         faces = predictor.predict(read_image(p))
         (tmp_path / p.name).write_bytes(p.read_bytes())
-        write_pts(np.array(faces[0]["landmarks"]), tmp_path / f"{p.stem}.pts")
+        write_pts(faces[0].landmarks, tmp_path / f"{p.stem}.pts")
     r = runner.invoke(app, ["evaluate", f"300w:{tmp_path}", "--json"])
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
@@ -105,7 +140,7 @@ def test_bundled_model_accuracy_on_300w_validation_faces(shared_data):
     files = sorted((shared_data / "300w" / "afw").glob("*.pts"))[:40]
     gt = np.stack([read_pts(f) for f in files])
     pred = np.stack([predictor.predict(read_image(f.with_suffix(".jpg")),
-                                       boxes=[[*g.min(0), *g.max(0)]])[0]["landmarks"] for f, g in zip(files, gt)])
+                                       landmark_boxes=[[*g.min(0), *g.max(0)]])[0].landmarks for f, g in zip(files, gt)])
     assert nme(pred, gt, IBUG68).mean() < 0.08
 
 
@@ -125,10 +160,10 @@ def test_fast_model_by_name_follows_the_default_model():
     for photo in PHOTOS:
         img = read_image(photo)
         for face in facepoints.load().predict(img):
-            ref = np.array(face["landmarks"])
+            ref = face.landmarks
             box = [[*ref.min(0), *ref.max(0)]]
-            pa = np.array(default.predict(img, boxes=box)[0]["landmarks"])
-            pb = np.array(fast.predict(img, boxes=box)[0]["landmarks"])
+            pa = default.predict(img, landmark_boxes=box)[0].landmarks
+            pb = fast.predict(img, landmark_boxes=box)[0].landmarks
             iod = np.linalg.norm(pa[36] - pa[45])
             assert np.linalg.norm(pa - pb, axis=1).mean() < 0.06 * iod, photo
     r = runner.invoke(app, ["predict", str(PHOTOS[0]), "--model", "fast", "--json"])

@@ -12,7 +12,7 @@ import facepoints
 from facepoints.cli import app
 from facepoints.data.images import read_image
 from facepoints.deploy.export import ExportError, export_model, write_onnx
-from facepoints.deploy.runtime import OnnxRunner, load_runner
+from facepoints.inference.runtime import OnnxRunner, load_runner
 from facepoints.models.package import load_model, read_info
 from facepoints.optimize.quantize import calibration_crops, int8_info, quantize_onnx
 from conftest import EXAMPLES
@@ -68,7 +68,7 @@ def test_int8_export_of_a_tiny_model_loads_says_int8_and_runs(tiny_model, tiny_i
     pred = facepoints.load(out, detector=DETECTOR)
     assert pred.info.precision == "int8"
     faces = pred.predict(read_image(PHOTOS[0]))
-    assert len(faces) == 1 and np.array(faces[0]["landmarks"]).shape == (68, 2)
+    assert len(faces) == 1 and faces[0].landmarks.shape == (68, 2)
 
 
 def test_int8_bundled_model_stays_close_on_faces_it_was_not_calibrated_on(tmp_path):
@@ -133,6 +133,6 @@ def test_export_cli_int8_on_the_bundled_model(tmp_path):
     pred = facepoints.load(out)
     assert pred.info.precision == "int8" and pred.flip  # the model's inference recipe survives
     faces = pred.predict(EXAMPLES / "astronaut.jpg")
-    assert len(faces) == 1 and len(faces[0]["landmarks"]) == 68
+    assert len(faces) == 1 and len(faces[0].landmarks) == 68
     r = runner.invoke(app, ["predict", str(EXAMPLES / "astronaut.jpg"), "--model", str(out), "--json"])
     assert r.exit_code == 0 and '"landmarks"' in r.output

@@ -15,7 +15,7 @@ import pytest
 
 from facepoints.data.corrections import sidecar_path
 from facepoints.data.formats import read_dataset
-from facepoints.data.review import ReviewState, make_server
+from facepoints.curation.review import ReviewState, make_server
 from facepoints.data.samples import AnnotationError
 from helpers import write_300w_folder
 

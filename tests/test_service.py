@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facepoints.cli import app as cli_app
-from facepoints.deploy.predictor import Predictor
+from facepoints.inference.predictor import Predictor
 from facepoints.deploy.service import create_app
 from facepoints.models.network import build_model
 from facepoints.models.package import ModelInfo, load_model, save_model

@@ -8,16 +8,24 @@ import math
 import cv2
 import numpy as np
 import pytest
+from conftest import EXAMPLES
+from helpers import synthetic_face_shape
 from typer.testing import CliRunner
 
 import facepoints
 from facepoints.cli import app
 from facepoints.data.images import read_image
 from facepoints.data.samples import landmark_box
-from facepoints.deploy.tracking import (BETA, MIN_CUTOFF, OneEuroFilter, Tracker, VideoError, jitter,
-                                        read_video)
-from conftest import EXAMPLES
-from helpers import synthetic_face_shape
+from facepoints.inference.predictor import Face
+from facepoints.inference.tracking import (
+    BETA,
+    MIN_CUTOFF,
+    OneEuroFilter,
+    Tracker,
+    VideoError,
+    jitter,
+    read_video,
+)
 
 runner = CliRunner()
 
@@ -134,7 +142,7 @@ class ScriptedPredictor:
     def predict(self, frame):
         k = int(frame[0, 0, 0])
         faces = [] if k in self.miss else self._faces(frame)
-        return [{"box": landmark_box(p).tolist(), "score": 0.9, "landmarks": p.tolist()} for p in faces]
+        return [Face(landmark_box(p), 0.9, np.asarray(p, np.float32)) for p in faces]
 
     def landmarks_in_boxes(self, frame, boxes):
         faces = self._faces(frame)
@@ -209,9 +217,9 @@ def test_tracker_smoothing_never_changes_the_crops():
 
 
 def test_cli_defaults_are_the_module_defaults():
-    from facepoints.cli import track
-
     import inspect
+
+    from facepoints.cli import track
 
     params = inspect.signature(track).parameters
     assert params["min_cutoff"].default.default == MIN_CUTOFF
@@ -251,7 +259,7 @@ def test_tracker_on_a_real_clip(clip, predictor):
     assert [[f.track_id for f in faces] for faces in out] == [[1]] * N_FRAMES
     assert tr.detection_frames == [0, 3, 6]
     # on the face the full predictor finds, and moving right with it
-    ref = np.array(predictor.predict(frames[0])[0]["landmarks"])
+    ref = predictor.predict(frames[0])[0].landmarks
     io = np.linalg.norm(ref[36] - ref[45])
     assert np.linalg.norm(out[0][0].landmarks - ref, axis=1).mean() < 0.02 * io
     shift = out[-1][0].raw[:, 0].mean() - out[0][0].raw[:, 0].mean()

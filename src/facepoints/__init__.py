@@ -1,24 +1,44 @@
 """facepoints: facial landmark detection, from annotated photos to a deployed model.
 
     import facepoints
-    predictor = facepoints.load()           # the bundled model
-    faces = predictor.predict(image_rgb)    # [{"box", "score", "landmarks"}, ...]
+    predictor = facepoints.load()           # the bundled model (ONNX Runtime, no PyTorch)
+    faces = predictor.predict(image_rgb)    # [Face(box, score, landmarks), ...]
 """
 
 import os
 
+from facepoints.version import __version__
+
 # Albumentations checks PyPI for a newer version on import; we run offline.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-__version__ = "0.1.0"
 
-
-def load(model=None, detector: str = "yunet", device: str = "cpu", **kw):
+def load(model=None, detector: str | object | None = "yunet", device: str = "cpu", runtime: str = "auto",
+         threads: int | None = None, **kw):
     """A ready ``Predictor``: the bundled default model unless ``model`` is given (a model
-    file, or a bundled model by name: "default", "fast")."""
-    from facepoints.deploy.predictor import Predictor
+    file, or a bundled model by name: "default", "fast"). Bundled models and ``.onnx``
+    files run on ONNX Runtime without importing PyTorch (``threads`` intra-op threads,
+    1 by default); a ``.safetensors`` file needs the training install (PyTorch): it is
+    exported once and cached (``runtime="auto"``), or kept in PyTorch (``runtime="torch"``,
+    or ``device="cuda"``). Other keywords go to :class:`~facepoints.inference.predictor.Predictor`
+    (``refine``, ``flip``, ``detect_size``)."""
+    from facepoints.inference.predictor import Predictor
+    from facepoints.inference.runtime import OnnxRunner, onnx_file
 
-    return Predictor.from_file(model, detector=detector, device=device, **kw)
+    path = onnx_file(model) if runtime in ("auto", "onnx") and device == "cpu" else None
+    if path is not None:
+        run = OnnxRunner(path, threads=threads or 1)
+        info = run.info()
+    else:
+        from facepoints.models.info import ModelFileError
+
+        try:
+            from facepoints.deploy.runners import load_runner
+        except ImportError as e:  # the inference-only install has no torch
+            raise ModelFileError(f"{model}: running a .safetensors model needs PyTorch (pip install 'facepoints[train]'), "
+                               f"or an exported .onnx file ({e})") from None
+        run, info = load_runner(model, device=device, threads=threads, runtime=runtime)
+    return Predictor(run, info, detector=detector, **kw)
 
 
 __all__ = ["load", "__version__"]

@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+import facepoints
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Facial landmarks: train, evaluate and run landmark detectors.")
 
@@ -53,12 +55,11 @@ def predict(
     import cv2
 
     from facepoints.data.images import ImageError, read_image
-    from facepoints.deploy.draw import draw_faces
-    from facepoints.deploy.predictor import Predictor
-    from facepoints.models.package import ModelFileError
+    from facepoints.data.draw import draw_faces
+    from facepoints.models.info import ModelFileError
 
     try:
-        predictor = Predictor.from_file(model, detector=detector, threads=threads, flip=flip,
+        predictor = facepoints.load(model, detector=detector, threads=threads, flip=flip,
                                         detect_size=detect_size)
     except (ModelFileError, ValueError) as e:
         fail(str(e))
@@ -81,7 +82,7 @@ def predict(
             typer.echo(f"error: {f}: {e}", err=True)
             continue
         record = {"image": str(f), "width": img.shape[1], "height": img.shape[0],
-                  "scheme": predictor.scheme.name, "faces": faces}
+                  "scheme": predictor.scheme.name, "faces": [face.to_dict() for face in faces]}
         if as_json:
             typer.echo(json.dumps(record))
         else:
@@ -112,13 +113,12 @@ def evaluate(
 
     from facepoints.data.formats import read_dataset
     from facepoints.data.samples import AnnotationError
-    from facepoints.deploy.predictor import Predictor
     from facepoints.evaluation.evaluate import evaluate as run
     from facepoints.evaluation.metrics import plot_ced
-    from facepoints.models.package import ModelFileError
+    from facepoints.models.info import ModelFileError
 
     try:
-        predictor = Predictor.from_file(model, threads=threads, flip=flip)
+        predictor = facepoints.load(model, threads=threads, flip=flip)
         ds = read_dataset(dataset, skip_missing=skip_missing)
         result = run(ds, predictor, use_detector=use_detector, progress=not as_json)
     except (ModelFileError, AnnotationError, ValueError, FileNotFoundError) as e:
@@ -217,11 +217,11 @@ def augment_preview(
 def info(model: Optional[Path] = typer.Option(None, "--model", "-m", help="model file (.safetensors or an exported "
                                               ".onnx), or a bundled model by name (default, fast)")):
     """Print a model file's metadata (scheme, input, recipe, metrics, precision) as JSON."""
-    from facepoints.models.package import ModelFileError, read_info
+    from facepoints.models.info import ModelFileError, read_info
 
     try:
         if model is not None and model.suffix.lower() == ".onnx":
-            from facepoints.deploy.runtime import OnnxRunner
+            from facepoints.inference.runtime import OnnxRunner
 
             meta = OnnxRunner(model).info()
         else:
@@ -253,7 +253,7 @@ def export_cmd(
     With --int8 (ONNX) the check reports the landmark difference and the NME change
     against the fp32 model, and refuses only above --max-nme-change."""
     from facepoints.deploy.export import ExportError, export_model
-    from facepoints.models.package import ModelFileError
+    from facepoints.models.info import ModelFileError
 
     if int8 and fmt.lower() != "onnx":
         fail(f"--int8 works with --format onnx only (ONNX Runtime static quantisation), not {fmt}")
@@ -293,12 +293,11 @@ def serve(
     GET /healthz, OpenAPI schema at /openapi.json."""
     import uvicorn
 
-    from facepoints.deploy.predictor import Predictor
     from facepoints.deploy.service import create_app
-    from facepoints.models.package import ModelFileError
+    from facepoints.models.info import ModelFileError
 
     try:
-        predictor = Predictor.from_file(model, detector=detector, threads=threads, flip=flip,
+        predictor = facepoints.load(model, detector=detector, threads=threads, flip=flip,
                                         detect_size=detect_size)
     except (ModelFileError, ValueError, ImportError) as e:
         fail(str(e))
@@ -317,7 +316,7 @@ def review(
     """Review samples by hand in the browser: drag points, accept or drop. Decisions are
     saved to PATH.corrections.json (the annotations are never changed); every reader
     applies that file. Listens on 127.0.0.1 only."""
-    from facepoints.data.review import ReviewState, make_server
+    from facepoints.curation.review import ReviewState, make_server
     from facepoints.data.samples import AnnotationError
 
     try:
@@ -390,10 +389,10 @@ def clean(
     Feed report.json to a training config's data.exclude to leave them out."""
     import torch
 
-    from facepoints.data.cleaning import DEFAULT_THRESHOLD, score_dataset, write_report
+    from facepoints.curation.cleaning import DEFAULT_THRESHOLD, score_dataset, write_report
     from facepoints.data.formats import read_dataset
     from facepoints.data.samples import AnnotationError
-    from facepoints.models.package import ModelFileError, model_file
+    from facepoints.models.info import ModelFileError, model_file
 
     torch.set_num_threads(threads)
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
@@ -407,12 +406,10 @@ def clean(
             predictions = _out_of_fold(ds, fold_config, folds, threads, detections)
             name = f"{folds}-fold models from {fold_config}"
         elif not no_model:
-            from facepoints.deploy.predictor import Predictor
-
             path = model_file(model)
             if not path.is_file():
                 fail(f"{path}: no such model file; pass --model, or --no-model for the heuristics alone")
-            predictor, name = Predictor.from_file(path, detector=None, threads=threads), str(path)
+            predictor, name = facepoints.load(path, detector=None, threads=threads), str(path)
             detections = _detections(ds, detector, as_json)
         report = score_dataset(ds, predictor, predictions, threshold=threshold, margin=margin, model_name=name,
                                progress=not as_json and sys.stderr.isatty(), detections=detections)
@@ -439,8 +436,8 @@ def _detections(ds, detector: str, quiet: bool):
     """Each sample's matched face detection (cleaning.matched_detections), or None for 'none'."""
     if detector.lower() == "none":
         return None
-    from facepoints.data.cleaning import matched_detections
-    from facepoints.deploy.detectors import get_detector
+    from facepoints.curation.cleaning import matched_detections
+    from facepoints.inference.detectors import get_detector
 
     return matched_detections(ds, get_detector(detector), progress=not quiet and sys.stderr.isatty())
 
@@ -450,9 +447,8 @@ def _out_of_fold(ds, config: Path, k: int, threads: int, detections=None):
     import contextlib
     import tempfile
 
-    from facepoints.data.cleaning import out_of_fold_predictions
+    from facepoints.curation.cleaning import out_of_fold_predictions
     from facepoints.data.samples import Dataset
-    from facepoints.deploy.predictor import Predictor
     from facepoints.training.config import load_config
     from facepoints.training.loop import Splits, train
 
@@ -469,7 +465,7 @@ def _out_of_fold(ds, config: Path, k: int, threads: int, detections=None):
         splits = Splits(train_ds, Dataset("val", train_ds.scheme, []), [1] * len(train_ds))
         with contextlib.redirect_stdout(sys.stderr):  # stdout is for --json
             best = train(cfg, progress=False, splits=splits)
-        return Predictor.from_file(best, detector=None, threads=threads)
+        return facepoints.load(best, detector=None, threads=threads)
 
     return out_of_fold_predictions(ds, make_predictor, k=k, start_boxes=detections)
 
@@ -487,13 +483,12 @@ def label_cmd(
     """Detect faces in new photos or video frames and write pseudo-labels as a dataset,
     with a per-face confidence in confidence.csv beside it."""
     from facepoints.data.formats import parse_spec, write_dataset
-    from facepoints.data.labeling import label, write_confidence
-    from facepoints.deploy.predictor import Predictor
-    from facepoints.models.package import ModelFileError
+    from facepoints.curation.labeling import label, write_confidence
+    from facepoints.models.info import ModelFileError
 
     try:
         _, path = parse_spec(out)
-        predictor = Predictor.from_file(model, threads=threads)
+        predictor = facepoints.load(model, threads=threads)
         folder = path.parent if path.suffix else path
         result = label(inputs, predictor, folder, teacher=teacher, every=every, min_confidence=min_confidence)
         write_dataset(result.dataset, out)
@@ -528,13 +523,12 @@ def track(
     Euro smoothing against jitter (benchmarks/tracking.md)."""
     import cv2
 
-    from facepoints.deploy.predictor import Predictor
-    from facepoints.deploy.tracking import Tracker, VideoError, draw_tracks, read_video
-    from facepoints.models.package import ModelFileError
+    from facepoints.inference.tracking import Tracker, VideoError, draw_tracks, read_video
+    from facepoints.models.info import ModelFileError
 
     try:
         fps, frames = read_video(video)
-        predictor = Predictor.from_file(model, detector=detector, threads=threads, flip=flip,
+        predictor = facepoints.load(model, detector=detector, threads=threads, flip=flip,
                                         detect_size=detect_size)
         predictor.detector  # an unknown or uninstalled detector fails here, not mid-video
         tracker = Tracker(predictor, fps=fps, detect_every=detect_every, smooth=smooth,

@@ -77,7 +77,7 @@ def contact_sheet(images: list[np.ndarray], points: list[np.ndarray], path, cols
     side blue, so a wrong flip re-index shows as swapped colours) into one PNG."""
     import cv2
 
-    from facepoints.deploy.draw import side_colours
+    from facepoints.data.draw import side_colours
 
     tiles = []
     for img, pts in zip(images, points):

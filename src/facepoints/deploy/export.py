@@ -23,24 +23,22 @@ model in percent of the inter-ocular distance, refused above ``max_nme_change``
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from facepoints.models.package import ModelInfo, load_model
+from facepoints.deploy.onnx_file import (DEFAULT_OPSET, EXAMPLES, image_files,  # noqa: F401 (EXAMPLES re-exported)
+                                         quiet_exporter_warnings, tmp_for, write_onnx)
+from facepoints.deploy.runners import TorchRunner, file_sha256
+from facepoints.inference.runtime import OnnxRunner
+from facepoints.models.package import ModelInfo, load_model, model_file
 
 FORMATS = ("onnx", "torchscript")
 TORCHSCRIPT_META = "facepoints.json"
-DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE_PX = 0.1
-# examples/ next to src/ in a source checkout
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 class ExportError(RuntimeError):
@@ -98,58 +96,11 @@ class ParityReport:
         return asdict(self)
 
 
-@contextlib.contextmanager
-def _quiet_exporter_warnings():
-    """Hide the exporters' deprecation notices (the legacy ONNX exporter is the one that
-    needs no extra packages); tracer warnings still show."""
-    with warnings.catch_warnings():
-        for msg in (".*legacy TorchScript-based ONNX export.*", ".*The feature will be removed.*",
-                    ".*torch.jit.*deprecated.*", ".*TorchScript.*deprecated.*"):
-            warnings.filterwarnings("ignore", message=msg)
-        yield
-
-
-def _tmp_for(out: Path) -> Path:
-    return out.with_name(f".{out.name}.tmp{os.getpid()}")
-
-
-def write_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Write ``model`` as ONNX to ``out`` (no checks; see :func:`export_model`)."""
-    import onnx
-
-    out = Path(out)
-    s = info.input_size
-    example = torch.rand(2, 3, s, s)
-    buf = io.BytesIO()
-    with _quiet_exporter_warnings():
-        torch.onnx.export(model.eval(), (example,), buf, opset_version=opset, input_names=["image"],
-                          output_names=["landmarks"], dynamic_axes={"image": {0: "batch"}, "landmarks": {0: "batch"}},
-                          do_constant_folding=True, dynamo=False)
-    return save_onnx(onnx.load_from_string(buf.getvalue()), info, out)
-
-
-def save_onnx(proto, info: ModelInfo, out: Path, kind: str = "") -> Path:
-    """Check ``proto`` and write it to ``out`` with ``info`` as its only metadata
-    (key ``facepoints``) and a doc string saying what goes in and comes out."""
-    import onnx
-
-    del proto.metadata_props[:]
-    meta = proto.metadata_props.add()
-    meta.key, meta.value = "facepoints", info.to_json()
-    s = info.input_size
-    proto.doc_string = (f"facepoints landmark model{kind}: image (B, 3, {s}, {s}) float32 RGB in [0, 1] -> "
-                        f"landmarks (B, {info.landmark_scheme.num_points}, 2) in crop units; metadata under 'facepoints'")
-    onnx.checker.check_model(proto)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(out))
-    return out
-
-
 def write_torchscript(model: torch.nn.Module, info: ModelInfo, out: str | Path) -> Path:
     """Trace ``model`` and save it as TorchScript with the metadata as an extra file."""
     out = Path(out)
     s = info.input_size
-    with _quiet_exporter_warnings():
+    with quiet_exporter_warnings():
         with torch.no_grad():
             # check_trace would trace twice more; export_model's parity check on real
             # faces (other batch sizes included) is the stronger test
@@ -172,26 +123,12 @@ def read_onnx_info(path: str | Path) -> ModelInfo:
 def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, ModelInfo]:
     """A TorchScript export and its metadata. Only for files you made: TorchScript is code."""
     extra = {TORCHSCRIPT_META: ""}
-    with _quiet_exporter_warnings():
+    with quiet_exporter_warnings():
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     if not extra[TORCHSCRIPT_META]:
         raise ExportError(f"{path}: no {TORCHSCRIPT_META} metadata")
     text = extra[TORCHSCRIPT_META]
     return module.eval(), ModelInfo.from_json(text.decode() if isinstance(text, bytes) else text)
-
-
-def _images(images) -> list[Path]:
-    from facepoints.data.formats import IMAGE_SUFFIXES
-
-    if images is None:
-        images = [EXAMPLES]
-    out: list[Path] = []
-    for p in map(Path, images):
-        if p.is_dir():
-            out.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
-        elif p.is_file():
-            out.append(p)
-    return out
 
 
 def _normalisers(ref: np.ndarray, boxes: np.ndarray, scheme) -> tuple[np.ndarray, str]:
@@ -218,12 +155,12 @@ def check_parity(model: torch.nn.Module, info: ModelInfo, run, images=None, fmt:
     metadata read back from the export, must equal ``expected_info`` (``info`` unless
     given). ``max_nme_change``: judge by the NME change instead of ``tolerance_px``."""
     from facepoints.data.images import read_image
-    from facepoints.deploy.predictor import Predictor
+    from facepoints.inference.predictor import Predictor
 
-    files = _images(images)
+    files = image_files(images)
     if not files:
         raise ExportError("no photos for the parity check (give some with --images)")
-    reference = Predictor(model, info, detector=detector, refine=0)
+    reference = Predictor(TorchRunner(model), info, detector=detector, refine=0)
     exported = Predictor(run, exported_info or info, detector=reference.detector, refine=0)
     diffs, dists, norms, kinds, per_image = [], [], [], set(), []
     for f in files:
@@ -270,8 +207,6 @@ def export_model(model_path: str | Path | None, fmt: str, out: str | Path, image
     boxes) or, without it, of the example photos (detector boxes); kept only if the
     NME change against the fp32 PyTorch model is at most ``max_nme_change`` (1 point).
     """
-    from facepoints.deploy.runtime import OnnxRunner, TorchRunner
-
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -280,7 +215,9 @@ def export_model(model_path: str | Path | None, fmt: str, out: str | Path, image
                           f"use --format onnx, not {fmt}")
     out = Path(out)
     model, info = load_model(model_path)
-    tmp = _tmp_for(out)
+    source = model_file(model_path)
+    info.exported_from = {"file": source.name, "sha256": file_sha256(source)}
+    tmp = tmp_for(out)
     fp32_tmp = out.with_name(f".{out.name}.fp32.tmp{os.getpid()}")
     expected, note = info, ""
     try:

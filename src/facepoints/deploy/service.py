@@ -131,8 +131,8 @@ def _declared_pixels(data: bytes) -> int | None:
 
 def create_app(predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
                max_concurrency: int = 2, max_queue: int = 64) -> FastAPI:
-    """A FastAPI app serving ``predictor`` (a :class:`~facepoints.deploy.predictor.Predictor`)."""
-    from facepoints import __version__
+    """A FastAPI app serving ``predictor`` (a :class:`~facepoints.inference.predictor.Predictor`)."""
+    from facepoints.version import __version__
 
     if getattr(predictor, "_detector_spec", None) is not None:
         predictor.detector  # build it now, not racing in the first concurrent requests
@@ -147,7 +147,8 @@ def create_app(predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: 
     def infer(data: bytes, name: str) -> dict:
         img = read_image(data, max_pixels=max_pixels, name=name)
         faces = predictor.predict(img)
-        return {"width": int(img.shape[1]), "height": int(img.shape[0]), "scheme": scheme.name, "faces": faces}
+        return {"width": int(img.shape[1]), "height": int(img.shape[0]), "scheme": scheme.name,
+                "faces": [f.to_dict() for f in faces]}
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:

@@ -14,7 +14,6 @@ import numpy as np
 from facepoints.data.crops import box_iou
 from facepoints.data.images import ImageError, read_image
 from facepoints.data.samples import Dataset, landmark_box
-from facepoints.deploy.predictor import Predictor
 from facepoints.evaluation.metrics import nme, summary
 
 
@@ -26,7 +25,7 @@ class Evaluation:
     errors: np.ndarray  # (M,) NME by the primary normaliser, NaN where missed
 
 
-def evaluate(ds: Dataset, predictor: Predictor, use_detector: bool = False, progress: bool = False) -> Evaluation:
+def evaluate(ds: Dataset, predictor, use_detector: bool = False, progress: bool = False) -> Evaluation:
     if ds.scheme.num_points != predictor.scheme.num_points:
         raise ValueError(f"dataset {ds.name} has {ds.scheme.num_points} points, model predicts {predictor.scheme.num_points}")
     m, p = len(ds), ds.scheme.num_points
@@ -51,12 +50,12 @@ def evaluate(ds: Dataset, predictor: Predictor, use_detector: bool = False, prog
             continue
         faces = predictor.predict(img)
         if faces:
-            ious = box_iou(np.array([f["box"] for f in faces], np.float32), box)
+            ious = box_iou(np.stack([f.box for f in faces]).astype(np.float32), box)
             # Detector boxes and landmark boxes differ in convention; the face whose
             # box overlaps the ground truth most is the one that was annotated.
             k = int(np.argmax(ious))
             if ious[k] > 0.2:
-                pred[i] = np.asarray(faces[k]["landmarks"], np.float32)
+                pred[i] = faces[k].landmarks
     found = ~np.isnan(pred).any(axis=(1, 2))
     out = summary(pred[found], gt[found], ds.scheme) if found.any() else {"n": 0}
     out = {**out, "n_total": m, "n_missed": int((~found).sum()), "box": "detector" if use_detector else "ground truth"}

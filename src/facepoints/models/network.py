@@ -12,8 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from facepoints.models.info import IMAGENET_MEAN, IMAGENET_STD
 
 # name -> (builder, weights enum.member, feature channels). MobileNetV2 uses V1
 # weights: the ones ../shared/tools/seed-imagenet-weights makes available offline.

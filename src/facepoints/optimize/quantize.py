@@ -13,7 +13,7 @@ ranges from MinMax calibration. The model is first put through ONNX Runtime's
 ``quant_pre_process`` (shape inference and graph optimisation, e.g. BatchNorm folded
 into convolutions, so each fused convolution gets one weight scale per channel).
 
-Calibration crops are made by the :class:`~facepoints.deploy.predictor.Predictor`
+Calibration crops are made by the :class:`~facepoints.inference.predictor.Predictor`
 itself: the fp32 model runs behind a recorder, so the calibration set is exactly the
 batches inference feeds the network (detector crops, the refinement crops around the
 predicted landmarks, and the mirrored copies when the model uses flip averaging).
@@ -56,9 +56,11 @@ class _Recorder:
 
 
 def _recording_predictor(model, info: ModelInfo, detector, refine: int):
-    from facepoints.deploy.predictor import Predictor
+    from facepoints.deploy.runners import TorchRunner
+    from facepoints.inference.predictor import Predictor
 
-    pred = Predictor(model, info, detector=detector, refine=refine)
+    run = model if not hasattr(model, "state_dict") else TorchRunner(model)
+    pred = Predictor(run, info, detector=detector, refine=refine)
     rec = _Recorder(pred.run)
     pred.run = rec
     return pred, rec
@@ -85,7 +87,7 @@ def crops_from_photos(model, info: ModelInfo, photos, faces: int = DEFAULT_CALIB
 def crops_from_samples(model, info: ModelInfo, samples, faces: int = DEFAULT_CALIBRATION_FACES,
                        seed: int = 0) -> tuple[np.ndarray, int]:
     """Network inputs for annotated ``samples`` (``.image``, ``.landmarks``), cropped
-    from their ground-truth landmark boxes as ``Predictor.predict(image, boxes=...)``
+    from their ground-truth landmark boxes as ``Predictor.predict(image, landmark_boxes=...)``
     does; at most ``faces`` of them, drawn at random (``seed``) when there are more."""
     from facepoints.data.images import read_image
     from facepoints.data.samples import landmark_box
@@ -98,7 +100,7 @@ def crops_from_samples(model, info: ModelInfo, samples, faces: int = DEFAULT_CAL
         samples = [samples[i] for i in keep]
     pred, rec = _recording_predictor(model, info, None, 0)
     for s in samples:
-        pred.predict(read_image(s.image), boxes=landmark_box(s.landmarks)[None])
+        pred.predict(read_image(s.image), landmark_boxes=landmark_box(s.landmarks)[None])
     return np.concatenate(rec.batches), len(samples)
 
 
@@ -118,9 +120,9 @@ def calibration_crops(model, info: ModelInfo, dataset: str | None = None, photos
         ds = read_dataset(dataset, info.landmark_scheme)
         crops, used = crops_from_samples(model, info, ds.samples, faces, seed)
         return crops, f"{used} faces of {dataset} (ground-truth landmark boxes), {len(crops)} crops"
-    from facepoints.deploy.export import _images
+    from facepoints.deploy.onnx_file import image_files
 
-    files = _images(photos)
+    files = image_files(photos)
     if not files:
         raise CalibrationError("no calibration photos (give a dataset with --calibration FORMAT:PATH)")
     crops, used = crops_from_photos(model, info, files, faces, detector)
@@ -197,6 +199,6 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, crops: np.ndarray, inf
                         per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=methods[method.lower()], nodes_to_exclude=nodes_to_exclude)
         proto = onnx.load(str(q))
-    from facepoints.deploy.export import save_onnx
+    from facepoints.deploy.onnx_file import save_onnx
 
     return save_onnx(proto, info, out, kind=", int8 (static QDQ)")

@@ -1,22 +1,54 @@
 """Production inference: image -> faces -> landmarks in original image coordinates.
+No PyTorch here: the network is any backend callable (ONNX Runtime by default).
 
     predictor = facepoints.load()                 # bundled model, YuNet detector
     faces = predictor.predict("photo.jpg")        # or an RGB uint8 array
-    # [{"box": [x0, y0, x1, y1], "score": 0.98, "landmarks": [[x, y], ...]}, ...]
+    faces[0].box, faces[0].score, faces[0].landmarks   # ndarray (4,), float, ndarray (68, 2)
+    faces[0].to_dict()                            # for JSON (rounded there, and only there)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from facepoints.data.crops import crop_matrix, invert, square_from_box, transform_points, warp
 from facepoints.data.images import read_image
 from facepoints.data.samples import landmark_box
-from facepoints.deploy.runtime import TorchRunner, load_runner
-from facepoints.models.package import ModelInfo
+from facepoints.models.info import ModelInfo
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face: ``box`` ``(4,)`` float32 ``x0, y0, x1, y1`` (the detector's box, or the
+    box it was given), ``score`` (the detector's, None for a given box) and
+    ``landmarks`` ``(P, 2)`` float32 in image pixels."""
+
+    box: np.ndarray
+    score: float | None
+    landmarks: np.ndarray
+
+    def to_dict(self, digits: int = 2) -> dict:
+        """Plain lists for JSON, rounded to ``digits`` decimals (the score to 4)."""
+        return {"box": [round(float(v), digits) for v in self.box],
+                "score": None if self.score is None else round(float(self.score), 4),
+                "landmarks": [[round(float(x), digits), round(float(y), digits)] for x, y in self.landmarks]}
+
+
+def checked_boxes(boxes, what: str = "boxes") -> np.ndarray:
+    """``(K, 4)`` float32 ``x0, y0, x1, y1``; refuses NaN/inf, empty and inverted boxes."""
+    try:
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be (K, 4) numbers x0, y0, x1, y1 ({e})") from None
+    for i, (x0, y0, x1, y1) in enumerate(b):
+        if not np.isfinite([x0, y0, x1, y1]).all():
+            raise ValueError(f"{what}[{i}] = {[x0, y0, x1, y1]}: not finite")
+        if not (x1 > x0 and y1 > y0):
+            raise ValueError(f"{what}[{i}] = {[x0, y0, x1, y1]}: empty or inverted (need x1 > x0 and y1 > y0)")
+    return b.astype(np.float32)
 
 
 class Predictor:
@@ -34,24 +66,20 @@ class Predictor:
     detector's own default, 960, when None): smaller is faster and misses small faces
     (``benchmarks/detectors.md`` measures both).
 
-    ``model``: a PyTorch module, or any backend callable ``run(batch) -> landmarks``
-    (float32 ``(B, 3, S, S)`` in [0, 1] -> ``(B, P, 2)`` crop units), e.g.
-    :class:`facepoints.deploy.runtime.OnnxRunner`.
+    ``model``: any backend callable ``run(batch) -> landmarks`` (float32 ``(B, 3, S, S)``
+    in [0, 1] -> ``(B, P, 2)`` crop units), e.g. :class:`facepoints.inference.runtime.OnnxRunner`
+    (or, with PyTorch, :class:`facepoints.deploy.runners.TorchRunner`). ``facepoints.load()``
+    builds one from a model file.
     """
 
     def __init__(self, model, info: ModelInfo, detector: str | object | None = "yunet",
-                 device: str = "cpu", refine: int = 1, threads: int | None = None, flip: bool | None = None,
-                 detect_size: int | None = None):
-        if threads:
-            torch.set_num_threads(threads)
-        if isinstance(model, torch.nn.Module):
-            self.model = model.to(device).eval()
-            self.run = TorchRunner(self.model, device)
-        else:
-            self.model, self.run = None, model
+                 refine: int = 1, flip: bool | None = None, detect_size: int | None = None):
+        if not callable(model) or hasattr(model, "state_dict"):
+            raise TypeError(f"model must be a backend callable run(batch) -> landmarks, not {type(model).__name__} "
+                            "(a PyTorch module goes in facepoints.deploy.runners.TorchRunner)")
+        self.run = model
         self.info = info
         self.scheme = info.landmark_scheme
-        self.device = device
         self.refine = refine
         if flip is None:
             flip = bool(info.recipe.get("inference", {}).get("flip", False))
@@ -62,26 +90,29 @@ class Predictor:
         if detect_size is not None and self._detector is not None:
             raise ValueError("detect_size applies to a detector given by name; set the max_side of a detector object")
 
-    @classmethod
-    def from_file(cls, path: str | Path | None = None, **kw) -> "Predictor":
-        """A facepoints ``.safetensors`` model or an exported ``.onnx`` file. Both run
-        on ONNX Runtime on the CPU (``threads`` intra-op threads, 1 by default; a
-        ``.safetensors`` file through its cached export), unless ``runtime="torch"``
-        (or ``device="cuda"``) keeps a ``.safetensors`` model in PyTorch."""
-        run, info = load_runner(path, device=kw.get("device", "cpu"), threads=kw.get("threads"),
-                                runtime=kw.pop("runtime", "auto"))
-        return cls(run.model if isinstance(run, TorchRunner) else run, info, **kw)
-
     @property
     def detector(self):
         if self._detector is None:
             if self._detector_spec is None:
                 raise ValueError("this predictor has no face detector; pass boxes to predict()")
-            from facepoints.deploy.detectors import get_detector
+            from facepoints.inference.detectors import get_detector
 
             kw = {} if self.detect_size is None else {"max_side": int(self.detect_size)}
             self._detector = get_detector(self._detector_spec, **kw)
         return self._detector
+
+    def to_landmark_box(self, boxes: np.ndarray) -> np.ndarray:
+        """Detector-style face boxes -> tight landmark boxes, by this predictor's detector's
+        calibration (without loading it when given by name; YuNet's, the default
+        detector, for a predictor without one)."""
+        if self._detector is not None:
+            return self._detector.to_landmark_box(boxes)
+        from facepoints.inference.detectors import DEFAULT_DETECTOR, DETECTORS
+
+        name = (self._detector_spec or DEFAULT_DETECTOR).strip().lower()
+        if name not in DETECTORS:
+            raise ValueError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+        return DETECTORS[name].calibration.apply(boxes)
 
     def network_input(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, list]:
         """The batch the network gets for faces whose tight landmark boxes are ``boxes``
@@ -97,7 +128,6 @@ class Predictor:
             x = np.concatenate([x, x[..., ::-1]])
         return np.ascontiguousarray(x), mats
 
-    @torch.no_grad()
     def landmarks_in_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Landmarks ``(K, P, 2)`` for faces whose tight landmark boxes are ``boxes``
         ``(K, 4)``; all faces of the image go through the network as one batch."""
@@ -113,32 +143,33 @@ class Predictor:
             out = (out[:k] + mirrored) / 2
         return np.stack([transform_points(p, invert(m)) for p, m in zip(out, mats)])
 
-    def predict(self, image, boxes=None) -> list[dict]:
+    def predict(self, image, boxes=None, landmark_boxes=None) -> list[Face]:
         """Faces in ``image`` (a path, or an RGB uint8 array) with their landmarks.
 
-        Without ``boxes`` the detector finds every face. ``boxes`` ``(K, 4)``
-        ``x0, y0, x1, y1`` are taken as tight boxes around each face's landmarks (as a
-        ground-truth box is) and used as they are, without refinement.
+        Without boxes the detector finds every face. ``boxes`` ``(K, 4)``: face boxes as
+        the detector draws them (e.g. the ``box`` of faces this method returned, or
+        another run's); they go through the same calibration and refinement as the
+        detector's own, so feeding back a returned box gives the same landmarks.
+        ``landmark_boxes`` ``(K, 4)``: tight boxes around each face's landmarks (as a
+        ground-truth box is, the evaluation protocol), used as they are, no refinement.
         """
         img = read_image(image) if isinstance(image, (str, Path, bytes)) else np.asarray(image)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"image must be RGB uint8 (H, W, 3), got {img.dtype} {img.shape}")
+        if boxes is not None and landmark_boxes is not None:
+            raise ValueError("give boxes (detector-style) or landmark_boxes (tight), not both")
+        if landmark_boxes is not None:
+            tight = checked_boxes(landmark_boxes, "landmark_boxes")
+            pts = self.landmarks_in_boxes(img, tight)
+            return [Face(b, None, p) for b, p in zip(tight, pts)]
         if boxes is not None:
-            boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-            pts = self.landmarks_in_boxes(img, boxes)
-            return [_face(b, None, p) for b, p in zip(boxes, pts)]
-        det = self.detector.detect(img)
-        if len(det) == 0:
+            face_boxes, scores = checked_boxes(boxes), [None] * len(np.asarray(boxes).reshape(-1, 4))
+        else:
+            det = self.detector.detect(img)
+            face_boxes, scores = det.boxes, [float(s) for s in det.scores]
+        if len(face_boxes) == 0:
             return []
-        pts = self.landmarks_in_boxes(img, self.detector.to_landmark_box(det.boxes))
+        pts = self.landmarks_in_boxes(img, self.to_landmark_box(face_boxes))
         for _ in range(self.refine):
             pts = self.landmarks_in_boxes(img, np.stack([landmark_box(p) for p in pts]))
-        return [_face(b, s, p) for b, s, p in zip(det.boxes, det.scores, pts)]
-
-
-def _face(box, score, points) -> dict:
-    return {
-        "box": [round(float(v), 2) for v in box],
-        "score": None if score is None else round(float(score), 4),
-        "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in points],
-    }
+        return [Face(b, s, p) for b, s, p in zip(face_boxes, scores, pts)]

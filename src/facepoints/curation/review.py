@@ -60,7 +60,7 @@ class ReviewState:
     corrections so far. Thread-safe: the server answers requests in threads."""
 
     def __init__(self, spec: str, report: str | Path | None = None, scheme=None, skip_missing: bool = False):
-        from facepoints.deploy.draw import side_colours
+        from facepoints.data.draw import side_colours
 
         self.spec = spec
         _, path = parse_spec(spec)
@@ -178,7 +178,7 @@ class ReviewState:
 
 
 def page() -> bytes:
-    return resources.files("facepoints.data").joinpath("review_page.html").read_bytes()
+    return resources.files("facepoints.curation").joinpath("review_page.html").read_bytes()
 
 
 class _Handler(BaseHTTPRequestHandler):

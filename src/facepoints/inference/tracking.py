@@ -1,6 +1,6 @@
 """Landmarks on video: follow each face from frame to frame and smooth its points.
 
-    from facepoints.deploy.tracking import Tracker, read_video
+    from facepoints.inference.tracking import Tracker, read_video
     fps, frames = read_video("clip.mp4")
     tracker = Tracker(facepoints.load(), fps=fps)
     for frame in frames:                            # RGB uint8
@@ -249,7 +249,7 @@ class Tracker:
             self.detector_calls += 1
             self.detection_frames.append(k)
             self.last_detection = k
-            det_pts = [np.asarray(f["landmarks"], np.float32) for f in faces]
+            det_pts = [f.landmarks for f in faces]
             det_boxes = [landmark_box(p) for p in det_pts]
             pairs = sorted(((float(box_iou(d[None], t.box)[0]), i, j)
                             for i, t in enumerate(self.tracks) for j, d in enumerate(det_boxes)), reverse=True)
@@ -304,10 +304,10 @@ class Tracker:
 
 def draw_tracks(frame: np.ndarray, faces: list[TrackedFace], scheme=None) -> np.ndarray:
     """A copy of ``frame`` with each face's landmarks and box drawn (as
-    :func:`facepoints.deploy.draw.draw_faces` does) and its track id above the box."""
-    from facepoints.deploy.draw import YELLOW, draw_faces
+    :func:`facepoints.data.draw.draw_faces` does) and its track id above the box."""
+    from facepoints.data.draw import YELLOW, draw_faces
 
-    out = draw_faces(frame, [{"box": f.box, "landmarks": f.landmarks} for f in faces], scheme)
+    out = draw_faces(frame, faces, scheme, scores=False)
     thick = max(1, round(max(out.shape[:2]) / 400))
     for f in faces:
         x0, y0 = int(round(f.box[0])), int(round(f.box[1]))

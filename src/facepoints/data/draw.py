@@ -18,18 +18,20 @@ def side_colours(scheme, n: int) -> list[tuple[int, int, int]]:
     return colours
 
 
-def draw_faces(image: np.ndarray, faces: list[dict], scheme=None) -> np.ndarray:
-    """A copy of ``image`` with each face's box, score and landmarks drawn."""
+def draw_faces(image: np.ndarray, faces: list, scheme=None, scores: bool = True) -> np.ndarray:
+    """A copy of ``image`` with each face's box, score and landmarks drawn (any objects
+    with ``landmarks``, and ``box`` and ``score`` that may be None)."""
     out = image.copy()
     h, w = out.shape[:2]
     thick = max(1, round(max(h, w) / 400))
     for face in faces:
-        pts = np.asarray(face["landmarks"], dtype=np.float32)
-        if face.get("box") is not None:
-            x0, y0, x1, y1 = (int(round(v)) for v in face["box"])
+        pts = np.asarray(face.landmarks, dtype=np.float32)
+        box, score = getattr(face, "box", None), getattr(face, "score", None) if scores else None
+        if box is not None:
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
             cv2.rectangle(out, (x0, y0), (x1, y1), YELLOW, thick)
-            if face.get("score") is not None:
-                cv2.putText(out, f"{face['score']:.2f}", (x0, max(0, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
+            if score is not None:
+                cv2.putText(out, f"{score:.2f}", (x0, max(0, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
                             0.4 * thick, YELLOW, thick, cv2.LINE_AA)
         for (x, y), c in zip(pts, side_colours(scheme, len(pts))):
             cv2.circle(out, (int(round(x)), int(round(y))), thick + 1, c, -1, cv2.LINE_AA)

@@ -418,7 +418,7 @@ def score_dataset(ds: Dataset, predictor=None, predictions: np.ndarray | None = 
                   detections: np.ndarray | None = None) -> CleanReport:
     """Score and rank every sample of ``ds`` (see the module docstring).
 
-    ``predictor``: a :class:`~facepoints.deploy.predictor.Predictor` for the model
+    ``predictor``: a :class:`~facepoints.inference.predictor.Predictor` for the model
     checks (``None``: heuristics only, unless ``predictions`` (S, N, 2) are given).
     ``margin``: how far outside the image (fraction of its width/height) a point may
     lie before ``outside_image`` fires. ``detections`` (S, 4), from
@@ -738,7 +738,7 @@ def _thumbnail_png(sample, prediction, scheme, size: int) -> bytes | None:
 
     from facepoints.data.crops import crop_matrix, transform_points, warp
     from facepoints.data.images import ImageError, read_image
-    from facepoints.deploy.draw import YELLOW, side_colours
+    from facepoints.data.draw import YELLOW, side_colours
 
     try:
         img = read_image(sample.image)

@@ -74,7 +74,7 @@ class DlibLandmarker:
             import face_recognition_models
         except ImportError as e:
             raise ImportError("the dlib teacher needs: pip install dlib-bin face_recognition_models 'setuptools<81'") from e
-        from facepoints.deploy.detectors import DlibHogDetector
+        from facepoints.inference.detectors import DlibHogDetector
 
         self._dlib = dlib
         self._sp = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
@@ -126,7 +126,7 @@ def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int =
             faces = predictor.predict(img)
             hog = dlib_run.hog_boxes(img) if dlib_run is not None and faces else None
             for k, face in enumerate(faces, 1):
-                plain = np.asarray(face["landmarks"], np.float32)
+                plain = face.landmarks
                 box = landmark_box(plain)
                 if dlib_run is not None:
                     pts, other = dlib_run(img, box, hog_boxes=hog), plain
@@ -135,7 +135,7 @@ def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int =
                     pts = (plain + other) / 2 if use_flip else plain
                 size = float(np.sqrt(max(np.prod(box[2:] - box[:2]), 1.0)))
                 d = float(np.linalg.norm(pts - other, axis=1).mean() / size)
-                c = float(face["score"]) * float(np.exp(-d / 0.05))
+                c = float(face.score) * float(np.exp(-d / 0.05))
                 if c < min_confidence:
                     dropped += 1
                     continue

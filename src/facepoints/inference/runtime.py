@@ -1,0 +1,90 @@
+"""The inference backend: ONNX Runtime, no PyTorch.
+
+A backend is a callable ``run(batch) -> landmarks``: ``batch`` is a float32 array
+``(B, 3, S, S)``, RGB in [0, 1] (the network normalises itself); the result is a
+float32 array ``(B, P, 2)`` in crop units. :class:`~facepoints.inference.predictor.Predictor`
+holds one. The bundled models ship as ONNX files inside the package, so running them
+imports neither torch nor torchvision; ``facepoints.load()`` picks the backend
+(a ``.safetensors`` file goes through :mod:`facepoints.deploy.runners`, which exports it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from facepoints.models.info import BUNDLED_ONNX, ModelFileError, ModelInfo, bundled_name
+
+ONNX_META_KEY = "facepoints"
+ONNX_SUFFIXES = (".onnx",)
+
+
+class OnnxRunner:
+    """An ONNX file run by ONNX Runtime on the CPU.
+
+    ``threads``: intra-op threads (1 by default: a server runs several requests side
+    by side, and one thread each is the most throughput per core).
+    ``session_options``: an ``onnxruntime.SessionOptions`` to use instead of ours.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = 1, providers: list | None = None,
+                 session_options=None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path}: no such model file")
+        opts = session_options
+        if opts is None:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = int(threads or 1)
+            opts.inter_op_num_threads = 1
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                                providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelFileError(f"{self.path}: not a readable ONNX model ({e.__class__.__name__}: {str(e)[:300]})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelFileError(f"{self.path}: expected one input, the model has {len(inputs)}")
+        self.input_name = inputs[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def info(self) -> ModelInfo:
+        meta = self.metadata
+        if ONNX_META_KEY not in meta:
+            raise ModelFileError(f"{self.path}: an ONNX file without facepoints metadata (a foreign model?)")
+        try:
+            return ModelInfo.from_json(meta[ONNX_META_KEY])
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ModelFileError(f"{self.path}: damaged facepoints metadata ({e})") from None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+
+def is_onnx(path: str | Path | None) -> bool:
+    return path is not None and Path(path).suffix.lower() in ONNX_SUFFIXES
+
+
+def onnx_file(model: str | Path | None) -> Path | None:
+    """The ONNX file inference runs for a model argument without PyTorch: the packaged
+    export of a bundled model (None, "default", "fast"), or an ``.onnx`` path; None for
+    anything else (a ``.safetensors`` file needs the export layer first)."""
+    name = bundled_name(model)
+    if name is not None:
+        if not BUNDLED_ONNX[name].is_file():
+            raise ModelFileError(f"{BUNDLED_ONNX[name]}: the bundled {name} model's ONNX file is missing; "
+                                 "rebuild it with: python -m facepoints.deploy.bundle")
+        return BUNDLED_ONNX[name]
+    return Path(model) if is_onnx(model) else None

@@ -1,0 +1,119 @@
+"""Model files' metadata, read without PyTorch: what a model is and how to crop for it.
+
+A facepoints ``.safetensors`` file holds tensors and a string-to-string header; ours
+keeps the metadata as JSON under the key ``facepoints``: the landmark scheme, input
+size, crop scale, normalisation, architecture, metrics and a training-data note. The
+bundled models also ship as ONNX files (``weights/NAME.onnx``, same metadata), which is
+what inference runs; :mod:`facepoints.models.package` reads and writes the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from safetensors import SafetensorError
+
+from facepoints.schemes import LandmarkScheme
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+FORMAT_VERSION = 1
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+# Models shipped in the package, by the name --model / load(model=...) accepts.
+BUNDLED_MODELS = {"default": WEIGHTS / "default.safetensors", "fast": WEIGHTS / "fast.safetensors"}
+BUNDLED = BUNDLED_MODELS["default"]
+# Their ONNX exports, shipped beside them: `python -m facepoints.deploy.bundle` rebuilds
+# them from the .safetensors files (a test fails when they are out of date).
+BUNDLED_ONNX = {name: path.with_suffix(".onnx") for name, path in BUNDLED_MODELS.items()}
+
+
+def bundled_name(model: str | Path | None) -> str | None:
+    """"default" or "fast" when ``model`` names a bundled model (None: the default),
+    unless a file of that name exists in the working directory; else None."""
+    if model is None:
+        return "default"
+    if str(model) in BUNDLED_MODELS and not Path(model).exists():
+        return str(model)
+    return None
+
+
+def model_file(model: str | Path | None) -> Path:
+    """The file a model argument names: the bundled default for None, a bundled model for
+    its name ("default", "fast") unless a file of that name exists, else the path itself."""
+    name = bundled_name(model)
+    return BUNDLED_MODELS[name] if name else Path(model)
+
+
+class ModelFileError(ValueError):
+    """A model file that is not a facepoints model, or is damaged."""
+
+
+@dataclass
+class ModelInfo:
+    scheme: dict
+    backbone: str
+    head: str
+    input_size: int
+    crop_scale: float
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    input_range: str = "RGB float in [0, 1], normalised inside the network"
+    output: str = "landmarks (P, 2) in crop units, 0..1 between the centres of the corner pixels"
+    version: str = ""
+    training_data: str = ""
+    metrics: dict = field(default_factory=dict)
+    recipe: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    # "fp32", or "int8" for a statically quantised ONNX export; ``quantization`` then
+    # says how (scheme, calibration faces, parity numbers against the fp32 model)
+    precision: str = "fp32"
+    quantization: dict = field(default_factory=dict)
+    # an ONNX export: the model file it was made from ({"file": name, "sha256": ...})
+    exported_from: dict = field(default_factory=dict)
+
+    @property
+    def landmark_scheme(self) -> LandmarkScheme:
+        return LandmarkScheme.from_dict(self.scheme)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelInfo":
+        d = json.loads(text)
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        if d.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelFileError(f"model format {d['format_version']} is newer than this facepoints ({FORMAT_VERSION})")
+        return cls(**known)
+
+
+def read_info(path: str | Path | None) -> ModelInfo:
+    """A model file's metadata (the bundled model's for None, a bundled model by name)."""
+    from safetensors import safe_open
+
+    path = model_file(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{path}: not a facepoints model file ({e})") from None
+    if "facepoints" not in meta:
+        raise ModelFileError(f"{path}: a safetensors file without facepoints metadata (a foreign model?)")
+    try:
+        info = ModelInfo.from_json(meta["facepoints"])
+        num_points = info.landmark_scheme.num_points
+    except ModelFileError as e:
+        raise ModelFileError(f"{path}: {e}") from None
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise ModelFileError(f"{path}: damaged facepoints metadata ({e.__class__.__name__}: {str(e)[:200]})") from None
+    # A crop of input_size^2 pixels is allocated per face: refuse absurd values up front.
+    size, scale = info.input_size, info.crop_scale
+    if not (isinstance(size, int) and 16 <= size <= 1024 and isinstance(scale, (int, float))
+            and math.isfinite(scale) and 0.5 <= scale <= 4 and isinstance(info.recipe, dict)):
+        raise ModelFileError(f"{path}: damaged facepoints metadata (input_size {size!r}, crop_scale {scale!r}, "
+                             f"{num_points} points)")
+    return info
