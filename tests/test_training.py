@@ -314,3 +314,67 @@ def test_validation_reports_each_source_and_yaw_bucket(tmp_path):
     assert got["val_nme_io[300w:x/a]"] == pytest.approx(0.0, abs=1e-3) and got["val_n[300w:x/a]"] == 6
     assert got["val_nme_io[300w:y/a]"] > 1.0
     assert sum(got[k] for k in got if k.startswith("val_n[yaw")) == 12
+
+
+def test_resume_refuses_a_changed_config_and_says_what_differs(tmp_path):
+    from facepoints.training.loop import ResumeError
+
+    path = tiny_config(tmp_path, max_steps=1)
+    train(load_config(path), progress=False)
+    for change, said in [({"model.input_size": 40}, "model.input_size: 48 -> 40"), ({"optim.lr": 0.01}, "optim.lr"),
+                         ({"loss.name": "l2"}, "loss.name: 'l1' -> 'l2'"), ({"data.val_fraction": 0.5}, "data.val_fraction")]:
+        with pytest.raises(ResumeError, match=said):
+            train(load_config(path, change), resume=True, progress=False)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["model"]["input_size"] == 48  # the run's config is the one it started with
+    # where it writes and how many threads it uses may change
+    train(load_config(path, {"threads": 2, "max_steps": None}), resume=True, progress=False)
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_resume_of_a_finished_run_or_of_nothing_says_so(tmp_path):
+    from facepoints.training.loop import ResumeError
+
+    path = tiny_config(tmp_path, optim={"batch_size": 4, "epochs": 1, "lr": 0.001})
+    train(load_config(path), progress=False)
+    with pytest.raises(ResumeError, match=r"already finished \(1 of 1 epochs\)"):
+        train(load_config(path), resume=True, progress=False)
+    with pytest.raises(ResumeError, match="nothing to resume"):
+        train(load_config(path, {"output": str(tmp_path / "other")}), resume=True, progress=False)
+    assert not (tmp_path / "other").exists()
+
+
+def test_checkpoints_written_before_the_config_went_into_them_still_resume(tmp_path):
+    """The old layout (no config or model_args in last.pt): the run's config.yaml is
+    what the resumed config is checked against."""
+    import torch
+
+    from facepoints.training.loop import ResumeError
+
+    path = tiny_config(tmp_path, max_steps=1)
+    train(load_config(path), progress=False)
+    ck_path = tmp_path / "run" / "last.pt"
+    ck = torch.load(ck_path, weights_only=True)
+    assert ck["config"]["model"]["input_size"] == 48 and ck["model_args"]["backbone"] == "mobilenet_v3_small"
+    del ck["config"], ck["model_args"]
+    torch.save(ck, ck_path)
+    with pytest.raises(ResumeError, match="model.input_size"):
+        train(load_config(path, {"model.input_size": 40}), resume=True, progress=False)
+    train(load_config(path, {"max_steps": None}), resume=True, progress=False)
+    assert load_model(tmp_path / "run" / "final.safetensors")[1].metrics["epoch"] == 2
+
+
+def test_train_cli_refuses_an_unknown_backbone_before_reading_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from facepoints.cli import app
+
+    path = tiny_config(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["data"]["train"] = ["300w:/no/such/folder"]  # would fail later, if data came first
+    cfg["model"]["backbone"] = "resnet9"
+    path.write_text(yaml.safe_dump(cfg))
+    r = CliRunner().invoke(app, ["train", str(path), "--no-progress"])
+    assert r.exit_code == 2 and "unknown backbone 'resnet9'" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["train", str(tiny_config(tmp_path)), "--resume", "--no-progress"])
+    assert r.exit_code == 2 and "nothing to resume" in r.output

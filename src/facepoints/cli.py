@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -23,9 +24,32 @@ DetectSizeOpt = typer.Option(None, "--detect-size", min=32,
                                   "smaller is faster, but misses small faces (benchmarks/detectors.md)")
 
 
+class _StderrLog(logging.Handler):
+    """The library's log lines (training progress, warnings) on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(self.format(record), err=True)
+
+
+def show_library_log() -> None:
+    logger = logging.getLogger("facepoints")
+    if not any(isinstance(h, _StderrLog) for h in logger.handlers):
+        logger.addHandler(_StderrLog())
+        logger.setLevel(logging.INFO)
+
+
 def fail(msg: str, code: int = 2) -> None:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code)
+
+
+def needs_training_install(command: str) -> None:
+    """Fail with one line when PyTorch (the ``[train]`` extra) is not installed."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "torchvision", "albumentations", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        fail(f"{command} needs the training install ({', '.join(missing)} missing): pip install 'facepoints[train]'")
 
 
 def _expand_images(paths: list[Path]) -> list[Path]:
@@ -156,6 +180,7 @@ def train(
     progress: bool = typer.Option(True, help="progress bars"),
 ):
     """Train a landmark model from a YAML config; writes OUTPUT/best.safetensors."""
+    needs_training_install("train")
     from facepoints.training.config import ConfigError, load_config
     from facepoints.training.loop import train as run
 
@@ -167,6 +192,7 @@ def train(
         if not sep:
             fail(f"--set {item!r}: expected KEY=VALUE")
         overrides[key.strip()] = yaml.safe_load(value)
+    show_library_log()
     try:
         cfg = load_config(config, overrides)
         best = run(cfg, resume=resume, progress=progress and sys.stderr.isatty())
@@ -185,6 +211,7 @@ def augment_preview(
 ):
     """A contact sheet of augmented training crops with their landmarks (subject's
     right red, left blue, midline green) to check that labels follow the image."""
+    needs_training_install("augment-preview")
     import numpy as np
 
     from facepoints.data.augment import apply, build_transform, contact_sheet
@@ -252,6 +279,7 @@ def export_cmd(
     reproduces the PyTorch landmarks on real photos; the file is kept only if it does.
     With --int8 (ONNX) the check reports the landmark difference and the NME change
     against the fp32 model, and refuses only above --max-nme-change."""
+    needs_training_install("export")
     from facepoints.deploy.export import ExportError, export_model
     from facepoints.models.info import ModelFileError
 
@@ -444,14 +472,15 @@ def _detections(ds, detector: str, quiet: bool):
 
 def _out_of_fold(ds, config: Path, k: int, threads: int, detections=None):
     """Train ``k`` models, each without one fold, and predict that fold."""
-    import contextlib
     import tempfile
 
     from facepoints.curation.cleaning import out_of_fold_predictions
     from facepoints.data.samples import Dataset
     from facepoints.training.config import load_config
-    from facepoints.training.loop import Splits, train
+    from facepoints.data.splits import Splits
+    from facepoints.training.loop import train
 
+    show_library_log()
     # The fold models train on the dataset being cleaned: the config's data.train, if
     # any, is replaced (a placeholder keeps a config without a data section valid).
     base = load_config(config, {"data.train": [f"fold:{ds.name}"]})
@@ -463,8 +492,7 @@ def _out_of_fold(ds, config: Path, k: int, threads: int, detections=None):
         cfg.output = str(work / f"fold{next(counter)}")
         cfg.threads = threads
         splits = Splits(train_ds, Dataset("val", train_ds.scheme, []), [1] * len(train_ds))
-        with contextlib.redirect_stdout(sys.stderr):  # stdout is for --json
-            best = train(cfg, progress=False, splits=splits)
+        best = train(cfg, progress=False, splits=splits)  # its log goes to stderr: stdout is for --json
         return facepoints.load(best, detector=None, threads=threads)
 
     return out_of_fold_predictions(ds, make_predictor, k=k, start_boxes=detections)

@@ -14,15 +14,15 @@ from torch import nn
 
 from facepoints.models.info import IMAGENET_MEAN, IMAGENET_STD
 
-# name -> (builder, weights enum.member, feature channels). MobileNetV2 uses V1
-# weights: the ones ../shared/tools/seed-imagenet-weights makes available offline.
+# name -> (torchvision weights, feature channels). MobileNetV2 uses V1 weights: the
+# ones ../shared/tools/seed-imagenet-weights makes available offline.
 BACKBONES = {
-    "resnet18": ("resnet18", "ResNet18_Weights.IMAGENET1K_V1", 512),
-    "resnet34": ("resnet34", "ResNet34_Weights.IMAGENET1K_V1", 512),
-    "resnet50": ("resnet50", "ResNet50_Weights.IMAGENET1K_V2", 2048),
-    "mobilenet_v2": ("mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1", 1280),
-    "mobilenet_v3_small": ("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", 576),
-    "mobilenet_v3_large": ("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V1", 960),
+    "resnet18": ("ResNet18_Weights.IMAGENET1K_V1", 512),
+    "resnet34": ("ResNet34_Weights.IMAGENET1K_V1", 512),
+    "resnet50": ("ResNet50_Weights.IMAGENET1K_V2", 2048),
+    "mobilenet_v2": ("MobileNet_V2_Weights.IMAGENET1K_V1", 1280),
+    "mobilenet_v3_small": ("MobileNet_V3_Small_Weights.IMAGENET1K_V1", 576),
+    "mobilenet_v3_large": ("MobileNet_V3_Large_Weights.IMAGENET1K_V1", 960),
 }
 
 
@@ -34,11 +34,9 @@ def backbone_features(name: str, pretrained: bool) -> tuple[nn.Module, int]:
     """The convolutional trunk of a torchvision classifier (no pooling, no classifier)."""
     if name not in BACKBONES:
         raise ModelBuildError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
-    fn_name, weights_name, channels = BACKBONES[name]
-    enum_name, member = weights_name.split(".")
-    weights = getattr(getattr(torchvision.models, enum_name), member) if pretrained else None
+    weights_name, channels = BACKBONES[name]
     try:
-        net = getattr(torchvision.models, fn_name)(weights=weights)
+        net = torchvision.models.get_model(name, weights=torchvision.models.get_weight(weights_name) if pretrained else None)
     except Exception as e:  # offline without cached weights, corrupt cache, ...
         raise ModelBuildError(
             f"cannot load ImageNet weights for {name} ({e.__class__.__name__}: {e}); "

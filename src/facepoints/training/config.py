@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from facepoints.data.augment import AugmentConfig
+from facepoints.models.network import BACKBONES
 
 
 class _Strict(BaseModel):
@@ -74,7 +75,7 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    backbone: str = "resnet18"
+    backbone: str = Field("resnet18", description="a torchvision classifier's trunk: " + ", ".join(BACKBONES))
     pretrained: bool = False
     head: Literal["regression", "heatmap", "pip"] = "regression"
     coordconv: bool = Field(False, description="CoordConv layer at the start of the head")
@@ -90,6 +91,13 @@ class ModelConfig(_Strict):
     input_size: int = Field(128, ge=32, le=512)
     crop_scale: float = Field(1.25, ge=1.0, le=2.5, description="crop side / longest side of the landmark box")
     dropout: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, v):
+        if v not in BACKBONES:
+            raise ValueError(f"unknown backbone {v!r}; choose from {', '.join(BACKBONES)}")
+        return v
 
 
 class LossConfig(_Strict):

@@ -1,16 +1,21 @@
-"""The training loop, top to bottom: data, model, optimiser, loop, validation,
-checkpoint. Options change behaviour through ``TrainConfig``, nothing else.
+"""The training loop, in the torchvision-references style: ``load_data`` (splits and
+crops), ``build_network`` (the model the config describes), ``train_one_epoch``,
+``validate``; ``train`` only wires them, with a checkpoint after every epoch. Options
+change behaviour through ``TrainConfig``, nothing else; progress goes to the
+``facepoints.training`` logger (the CLI shows it on stderr; stdout stays for ``--json``).
 
 Determinism: shuffling, augmentation and dropout of epoch ``e`` are seeded from
 ``(seed, e)``, and a checkpoint is written atomically after every epoch, so a run
 killed at any moment and resumed with ``resume=True`` ends with the same weights
-as one that was never interrupted.
+as one that was never interrupted. A checkpoint carries the run's config and the
+network's arguments; ``resume`` refuses a config that differs from the run's in
+anything but where it writes and how many threads it uses.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -18,79 +23,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from facepoints.data.augment import apply, build_transform
 from facepoints.data.crop_cache import CropCache, build_cache
-from facepoints.data.formats import read_dataset
-from facepoints.data.samples import Dataset
+from facepoints.data.splits import Splits, read_exclusions, split_sources  # noqa: F401 (re-exported)
 from facepoints.evaluation.metrics import nme
 from facepoints.models.losses import build_loss
-from facepoints.models.network import RawOutputs, build_model
-from facepoints.models.package import ModelInfo, load_checkpoint, save_checkpoint, save_model
+from facepoints.models.network import LandmarkNet, RawOutputs, build_model
+from facepoints.models.package import ModelFileError, ModelInfo, load_checkpoint, load_model, save_checkpoint, save_model
 from facepoints.training.config import TrainConfig
 
+log = logging.getLogger("facepoints.training")
 
-@dataclass
-class Splits:
-    train: Dataset
-    val: Dataset
-    repeats: list[int]  # per training sample
+# config keys a resumed run may change: where it writes, how it runs, not what it learns
+RESUMABLE_KEYS = ("output", "threads", "device", "amp", "channels_last", "max_steps", "note", "name", "data.cache_dir")
 
 
-def _in_val(group: str, fraction: float, seed: int) -> bool:
-    h = hashlib.sha1(f"{seed}:{group}".encode()).digest()
-    return int.from_bytes(h[:8], "big") / 2**64 < fraction
-
-
-def read_exclusions(path: str | None) -> set[str]:
-    if not path:
-        return set()
-    text = Path(path).read_text()
-    if text.lstrip().startswith("{"):
-        return {str(f["id"]) for f in json.loads(text).get("flagged", [])}
-    return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
+class ResumeError(ValueError):
+    """``--resume`` that cannot continue the run as it was started."""
 
 
 def make_splits(cfg: TrainConfig) -> Splits:
-    """Hold out whole groups (a YTF person, a 300-W photo) by a stable hash, per source."""
-    d = cfg.data
-    exclude = read_exclusions(d.exclude)
-    train, val, repeats, scheme = [], [], [], None
-    for src in d.train:
-        ds = read_dataset(src.spec, d.scheme, skip_missing=d.skip_missing, corrections=d.corrections)
-        for w in ds.warnings:
-            print(f"warning: {src.spec}: {w}")
-        scheme = scheme or ds.scheme
-        if ds.scheme.num_points != scheme.num_points:
-            raise ValueError(f"{src.spec}: {ds.scheme.num_points} points, but earlier sources have {scheme.num_points}")
-        frac = d.val_fraction if src.val_fraction is None else src.val_fraction
-        for s in ds.samples:
-            if s.id in exclude:
-                continue
-            s.attributes["source"] = src.spec
-            if _in_val(s.group, frac, cfg.seed):
-                val.append(s)
-            elif src.repeat:
-                train.append(s)
-                repeats.append(src.repeat)
-    for spec in d.val:
-        ds = read_dataset(spec, d.scheme, skip_missing=d.skip_missing, corrections=d.corrections)
-        for s in ds.samples:
-            s.attributes["source"] = spec
-        val.extend(ds.samples)
-    if d.subset is not None and d.subset < len(train):
-        keep = np.random.default_rng(cfg.seed).choice(len(train), d.subset, replace=False)
-        keep.sort()
-        train = [train[i] for i in keep]
-        repeats = [repeats[i] for i in keep]
-    if d.balance is not None and train:
-        from facepoints.data.pose import balance_repeats, dataset_poses
-
-        b = d.balance
-        extra, info = balance_repeats(dataset_poses(train, scheme).yaw, b.bins, b.power, b.max_repeat, [cfg.seed, 0xBA1])
-        repeats = [r * int(e) for r, e in zip(repeats, extra)]
-        print(f"balance by yaw: faces per bucket {info['counts']} -> {info['counts_after']} (before source repeats)")
-    return Splits(Dataset("train", scheme, train), Dataset("val", scheme, val), repeats)
+    """The config's training and validation splits (:func:`facepoints.data.splits.split_sources`)."""
+    return split_sources(cfg.data, cfg.seed)
 
 
 class CropDataset(torch.utils.data.Dataset):
@@ -183,6 +139,82 @@ def validate(model, cache: CropCache, scheme, input_size: int, sources: list[str
     return out
 
 
+@dataclass
+class TrainData:
+    """Everything ``train`` needs from the data: decoded crops and per-sample facts."""
+
+    scheme: object
+    train: CropCache
+    val: CropCache
+    repeats: list[int]           # per training crop
+    val_sources: list[str]       # per validation crop: its FORMAT:PATH source
+    val_yaws: list[str]          # per validation crop: its |yaw| bucket ("" unknown)
+
+
+def load_data(cfg: TrainConfig, splits: Splits | None = None, progress: bool = False, lead: bool = True) -> TrainData:
+    """Read the sources, split them, and decode the crops (cached on disk)."""
+    splits = splits or make_splits(cfg)
+    scheme = splits.train.scheme
+    if cfg.augment.enabled and cfg.augment.flip and not scheme.has_flip:
+        mean = np.mean([s.landmarks - s.landmarks.mean(0) for s in splits.train.samples], axis=0)
+        scheme = scheme.with_flip_from_mean_shape(mean)
+    m, t0, skip = cfg.model, time.time(), cfg.data.skip_bad_images
+    train_cache = build_cache(splits.train, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir,
+                              progress=progress, skip_bad_images=skip)
+    val_cache = build_cache(splits.val, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir,
+                            progress=progress, skip_bad_images=skip)
+    repeats = [splits.repeats[i] for i in train_cache.positions()]
+    val_samples = [splits.val.samples[i] for i in val_cache.positions()]
+    if lead:
+        for line in train_cache.skipped + val_cache.skipped:
+            log.warning("warning: left out: %s", line)
+        log.info("data: %d train faces (%d per epoch with repeats), %d val faces, cropped in %.0fs",
+                 len(train_cache), sum(repeats), len(val_cache), time.time() - t0)
+    return TrainData(scheme, train_cache, val_cache, repeats, [s.attributes["source"] for s in val_samples],
+                     yaw_buckets(val_samples, scheme) if lead else [])
+
+
+def network_args(cfg: TrainConfig, num_points: int) -> dict:
+    """The arguments of :func:`~facepoints.models.network.build_model` this config asks
+    for (stored in checkpoints and model files, so loading rebuilds the same network)."""
+    m = cfg.model
+    kwargs = {"dropout": m.dropout, "coordconv": m.coordconv, "input_size": m.input_size, "heatmap_beta": m.heatmap_beta}
+    if m.head == "heatmap":
+        kwargs["heatmap_decode"] = (m.heatmap_decode if m.heatmap_decode != "auto"
+                                    else "local" if cfg.loss.name == "awing" else "soft")
+    if m.head == "pip":
+        kwargs.update(pip_neighbours=m.pip_neighbours, pip_stride=m.pip_stride, pip_score_weight=m.pip_score_weight)
+    return {"backbone": m.backbone, "num_points": num_points, "head": m.head, "model_kwargs": kwargs}
+
+
+def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple[LandmarkNet, dict]:
+    """The network the config describes (ImageNet trunk, or ``init_from``'s weights), its
+    head started from the training mean shape when fresh; and its arguments."""
+    m = cfg.model
+    args = network_args(cfg, data.scheme.num_points)
+    torch.manual_seed(cfg.seed)
+    model = build_model(args["backbone"], args["num_points"], args["head"], m.pretrained, **args["model_kwargs"])
+    fresh_head = True
+    if m.init_from:
+        start, start_info = load_model(m.init_from)
+        fresh_head = start_info.head != m.head
+        if start_info.backbone != m.backbone or (not fresh_head
+                                                 and start_info.landmark_scheme.num_points != data.scheme.num_points):
+            raise ModelFileError(f"{m.init_from}: a {start_info.backbone}/{start_info.head} model with "
+                                 f"{start_info.landmark_scheme.num_points} points cannot start a "
+                                 f"{m.backbone}/{m.head} run with {data.scheme.num_points}")
+        if fresh_head:  # another head: the trunk's weights only
+            model.trunk.load_state_dict(start.trunk.state_dict())
+            if lead:
+                log.info("init_from %s: trunk only (its head is %s, this run's %s)", m.init_from, start_info.head, m.head)
+        else:
+            model.load_state_dict(start.state_dict())
+    if fresh_head:
+        o = (data.train.size - m.input_size) // 2
+        model.head.init_mean_shape(torch.from_numpy((data.train.points.mean(0) - o) / (m.input_size - 1)).float())
+    return model, args
+
+
 def _distributed() -> tuple[int, int]:
     """(rank, world size) under torchrun, else (0, 1). Gloo on CPU, NCCL on GPUs."""
     import os
@@ -249,6 +281,83 @@ def _teacher(cfg: TrainConfig, scheme, device: torch.device):
     return run
 
 
+def config_differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf where two config dumps differ, except the
+    :data:`RESUMABLE_KEYS`."""
+    out = []
+    for k in sorted(set(saved) | set(now)):
+        key = f"{prefix}{k}"
+        if key in RESUMABLE_KEYS:
+            continue
+        a, b = saved.get(k), now.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, key + ".")
+        elif a != b:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+
+def check_resume(cfg: TrainConfig, ckpt: dict, out: Path) -> None:
+    """Refuse to resume with a config the run was not started with, or a finished run."""
+    saved = ckpt.get("config")
+    if saved is None and (out / "config.yaml").is_file():  # checkpoints written before configs went into them
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+    if saved is not None:
+        diff = config_differences(saved, cfg.model_dump())
+        if diff:
+            raise ResumeError(f"{out}: --resume with a config the run was not started with ({len(diff)} difference(s): "
+                              + "; ".join(diff[:6]) + "); start a new run (another --output), or resume as it was")
+    if ckpt["epoch"] >= cfg.optim.epochs:
+        raise ResumeError(f"{out}: already finished ({ckpt['epoch']} of {cfg.optim.epochs} epochs); nothing to resume. "
+                          "To train longer, start a new run with model.init_from")
+
+
+def train_one_epoch(net, model: LandmarkNet, data: CropDataset, order: np.ndarray, opt, sched, loss_fn, cfg: TrainConfig,
+                    device, step: int, rank: int = 0, world: int = 1, teacher=None, ema=None, progress: bool = False,
+                    desc: str = "") -> tuple[float, int, int]:
+    """One pass over ``order`` (indices into ``data``) in global batches of
+    ``batch_size * world`` (this rank takes its share). Returns ``(mean loss, faces
+    seen, step)``; stops early at ``cfg.max_steps``."""
+    on_gpu = device.type == "cuda"
+    global_batch = cfg.optim.batch_size * world
+    steps = max(1, len(order) // global_batch)
+    net.train()
+    running, seen = 0.0, 0
+    bar = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(bar, desc=desc, unit="step", leave=False)
+    for b in bar:
+        items = [data[i] for i in order[b * global_batch:(b + 1) * global_batch][rank::world]]
+        x = torch.stack([it[0] for it in items]).to(device, non_blocking=True)
+        y = torch.stack([it[1] for it in items]).to(device, non_blocking=True)
+        if on_gpu and cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu and cfg.amp):
+            raw = net(x)
+            loss = model.head.loss(raw, y, loss_fn)
+            if teacher is not None:
+                w = cfg.distill.weight
+                loss = (1 - w) * loss + w * model.head.loss(raw, teacher(x), loss_fn)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        sched.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        step += 1
+        running += loss.item() * len(x)
+        seen += len(x)
+        if progress:
+            bar.set_postfix(loss=f"{running / seen:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        if cfg.max_steps and step >= cfg.max_steps:
+            break
+    return running / max(seen, 1), seen, step
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits: Splits | None = None) -> Path:
     """Train, writing ``last.pt`` (checkpoint), ``best.safetensors`` and ``final.safetensors``
     (model files), ``metrics.jsonl`` and ``config.yaml`` into ``cfg.output``. Returns the
@@ -259,173 +368,93 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
     rank, world = _distributed()
     lead = rank == 0
     device = _device(cfg, rank)
-    on_gpu = device.type == "cuda"
     progress = progress and lead
     out = Path(cfg.output)
     ckpt_path = out / "last.pt"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if not resume and ckpt_path.exists():
+    ck = None
+    if resume:
+        if not ckpt_path.exists():
+            raise ResumeError(f"{ckpt_path} does not exist: nothing to resume (drop --resume to start this run)")
+        ck = load_checkpoint(ckpt_path)
+        check_resume(cfg, ck, out)
+    elif ckpt_path.exists():
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another output")
-    if lead:
-        import yaml
-
+    if lead and ck is None:  # a resumed run keeps the config it was started with
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
 
-    splits = splits or make_splits(cfg)
-    scheme = splits.train.scheme
-    if cfg.augment.enabled and cfg.augment.flip and not scheme.has_flip:
-        mean = np.mean([s.landmarks - s.landmarks.mean(0) for s in splits.train.samples], axis=0)
-        scheme = scheme.with_flip_from_mean_shape(mean)
-    m, oc = cfg.model, cfg.optim
-    t0 = time.time()
-    skip = cfg.data.skip_bad_images
-    train_cache = build_cache(splits.train, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir,
-                              progress=progress, skip_bad_images=skip)
-    val_cache = build_cache(splits.val, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir,
-                            progress=progress, skip_bad_images=skip)
-    repeats = [splits.repeats[i] for i in train_cache.positions()]
-    val_sources = [splits.val.samples[i].attributes["source"] for i in val_cache.positions()]
-    val_yaws = yaw_buckets([splits.val.samples[i] for i in val_cache.positions()], scheme) if lead else []
-    if lead:
-        for line in train_cache.skipped + val_cache.skipped:
-            print(f"warning: left out: {line}")
-    if lead:
-        print(f"data: {len(train_cache)} train faces ({sum(repeats)} per epoch with repeats), "
-              f"{len(val_cache)} val faces, cropped in {time.time() - t0:.0f}s")
-
-    torch.manual_seed(cfg.seed)
-    model_kwargs = {"dropout": m.dropout, "coordconv": m.coordconv, "input_size": m.input_size,
-                    "heatmap_beta": m.heatmap_beta}
-    if m.head == "heatmap":
-        decode = m.heatmap_decode if m.heatmap_decode != "auto" else "local" if cfg.loss.name == "awing" else "soft"
-        model_kwargs["heatmap_decode"] = decode
-    if m.head == "pip":
-        model_kwargs.update(pip_neighbours=m.pip_neighbours, pip_stride=m.pip_stride,
-                            pip_score_weight=m.pip_score_weight)
-    model = build_model(m.backbone, scheme.num_points, m.head, m.pretrained, **model_kwargs)
-    o = (train_cache.size - m.input_size) // 2
-    fresh_head = True
-    if m.init_from:
-        from facepoints.models.package import ModelFileError, load_model
-
-        start, start_info = load_model(m.init_from)
-        fresh_head = start_info.head != m.head
-        if start_info.backbone != m.backbone or (not fresh_head
-                                                 and start_info.landmark_scheme.num_points != scheme.num_points):
-            raise ModelFileError(f"{m.init_from}: a {start_info.backbone}/{start_info.head} model with "
-                                 f"{start_info.landmark_scheme.num_points} points cannot start a "
-                                 f"{m.backbone}/{m.head} run with {scheme.num_points}")
-        if fresh_head:  # another head: the trunk's weights only
-            model.trunk.load_state_dict(start.trunk.state_dict())
-            if lead:
-                print(f"init_from {m.init_from}: trunk only (its head is {start_info.head}, this run's {m.head})")
-        else:
-            model.load_state_dict(start.state_dict())
-    if fresh_head:
-        model.head.init_mean_shape(torch.from_numpy((train_cache.points.mean(0) - o) / (m.input_size - 1)).float())
+    data = load_data(cfg, splits, progress=progress, lead=lead)
+    scheme, m, oc = data.scheme, cfg.model, cfg.optim
+    model, args = build_network(cfg, data, lead)
     loss_fn = build_loss(cfg.loss.name, w=cfg.loss.w, eps=cfg.loss.eps)
     teacher = _teacher(cfg, scheme, device) if cfg.distill else None
     opt = _optimizer(model, oc)
 
-    index = np.repeat(np.arange(len(train_cache)), repeats)
-    global_batch = oc.batch_size * world
-    steps_per_epoch = max(1, len(index) // global_batch)
+    index = np.repeat(np.arange(len(data.train)), data.repeats)
+    steps_per_epoch = max(1, len(index) // (oc.batch_size * world))
     total = steps_per_epoch * oc.epochs
     warmup = int(oc.warmup_epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, oc.schedule))
 
     start_epoch, step, best = 0, 0, float("inf")
-    if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start_epoch, step, best = ck["epoch"], ck["step"], ck["best"]
         if lead:
-            print(f"resumed from {ckpt_path} at epoch {start_epoch}")
+            log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
     model.to(device)
-    if on_gpu and cfg.channels_last:
+    if device.type == "cuda" and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     net = RawOutputs(model)
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if on_gpu else None)
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     ema = None
     if oc.ema:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(oc.ema), use_buffers=True)
-        if resume and ckpt_path.exists() and "ema" in ck:
+        if ck is not None and "ema" in ck:
             ema.load_state_dict(ck["ema"])
     # What is validated and saved: the moving average when there is one.
     final = (lambda: ema.module) if ema is not None else (lambda: model)
 
     info = ModelInfo(scheme=scheme.to_dict(), backbone=m.backbone, head=m.head, input_size=m.input_size,
                      crop_scale=m.crop_scale, training_data=cfg.note or "; ".join(s.spec for s in cfg.data.train),
-                     recipe={"config": cfg.model_dump(), "model_kwargs": model_kwargs, "world_size": world,
+                     recipe={"config": cfg.model_dump(), "model_kwargs": args["model_kwargs"], "world_size": world,
                              "inference": cfg.inference.model_dump()})
     transform = build_transform(cfg.augment, m.input_size, train=True)
-    data = CropDataset(train_cache, transform, scheme, m.input_size)
-    metrics: dict = {}
+    crops = CropDataset(data.train, transform, scheme, m.input_size)
     for epoch in range(start_epoch, oc.epochs):
         seed = cfg.seed * 100_003 + epoch
         torch.manual_seed(seed + rank)
         transform.set_random_seed(seed * 1_000 + rank)
         order = np.random.default_rng(seed).permutation(index)
-        net.train()
-        t_epoch, running, seen = time.time(), 0.0, 0
-        bar = range(steps_per_epoch)
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(bar, desc=f"epoch {epoch + 1}/{oc.epochs}", unit="step", leave=False)
-        for b in bar:
-            items = [data[i] for i in order[b * global_batch:(b + 1) * global_batch][rank::world]]
-            x = torch.stack([it[0] for it in items]).to(device, non_blocking=True)
-            y = torch.stack([it[1] for it in items]).to(device, non_blocking=True)
-            if on_gpu and cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu and cfg.amp):
-                raw = net(x)
-                loss = model.head.loss(raw, y, loss_fn)
-                if teacher is not None:
-                    w = cfg.distill.weight
-                    loss = (1 - w) * loss + w * model.head.loss(raw, teacher(x), loss_fn)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if oc.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), oc.grad_clip)
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-            running += loss.item() * len(x)
-            seen += len(x)
-            if progress:
-                bar.set_postfix(loss=f"{running / seen:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-            if cfg.max_steps and step >= cfg.max_steps:
-                break
+        t_epoch = time.time()
+        loss, seen, step = train_one_epoch(net, model, crops, order, opt, sched, loss_fn, cfg, device, step, rank, world,
+                                           teacher, ema, progress, desc=f"epoch {epoch + 1}/{oc.epochs}")
         train_time = time.time() - t_epoch
         if lead:
-            metrics = validate(final(), val_cache, scheme, m.input_size, val_sources, val_yaws)
-            rec = {"epoch": epoch + 1, "step": step, "loss": running / max(seen, 1), "lr": sched.get_last_lr()[0],
+            metrics = validate(final(), data.val, scheme, m.input_size, data.val_sources, data.val_yaws)
+            rec = {"epoch": epoch + 1, "step": step, "loss": loss, "lr": sched.get_last_lr()[0],
                    "train_seconds": round(train_time, 1),
                    "images_per_second": round(seen * world / max(train_time, 1e-9), 1), **metrics}
-            with open(out / "metrics.jsonl", "a") as log:
-                log.write(json.dumps(rec) + "\n")
-            msg = f"epoch {epoch + 1}/{oc.epochs} loss {rec['loss']:.4f}"
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            msg = f"epoch {epoch + 1}/{oc.epochs} loss {loss:.4f}"
             if metrics:
                 msg += f" val NME(io) {metrics['val_nme_io']:.2f}% FR10 {metrics['val_fr10']:.1f}%"
-            print(msg + f" [{train_time:.0f}s, {rec['images_per_second']} img/s]", flush=True)
-            score = metrics.get("val_nme_io", rec["loss"])
+            log.info("%s [%.0fs, %s img/s]", msg, train_time, rec["images_per_second"])
+            score = metrics.get("val_nme_io", loss)
             info.metrics = {"epoch": epoch + 1, **metrics}
             if score < best:
                 best = score
                 save_model(final(), info, out / "best.safetensors")
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                     "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step, "best": best}
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "epoch": epoch + 1, "step": step, "best": best, "config": cfg.model_dump(), "model_args": args}
             if ema is not None:
                 state["ema"] = ema.state_dict()
             save_checkpoint(state, ckpt_path)
@@ -434,11 +463,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
     if world > 1:
         same = replicas_identical(model)
         if lead:
-            with open(out / "metrics.jsonl", "a") as log:
-                log.write(json.dumps({"world_size": world, "replicas_identical": same, "step": step}) + "\n")
-        import torch.distributed as dist
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"world_size": world, "replicas_identical": same, "step": step}) + "\n")
+        import torch.distributed as torch_dist
 
-        dist.barrier()
+        torch_dist.barrier()
     if lead:
         save_model(final(), info, out / "final.safetensors")
         if not (out / "best.safetensors").exists():
