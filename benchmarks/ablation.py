@@ -222,7 +222,7 @@ def table(out: Path, repeats: int) -> None:
 
 SOURCES_ALL = {"300-W": ("300w:afw", "300w:helen/trainset", "300w:lfpw/trainset"),
                "YTF": ("ytf:training_frames_keypoints.csv", "ytf:test_frames_keypoints.csv"),
-               "infants": ("300w:infanface/train",)}
+               "infants": ("300w:train",)}  # source_labels: the only source whose last folder is "train"
 YAWS = ("yaw 0-15", "yaw 15-30", "yaw 30-45", "yaw 45+")
 
 

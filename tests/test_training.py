@@ -345,7 +345,7 @@ def test_resume_of_a_finished_run_or_of_nothing_says_so(tmp_path):
 
 
 def test_checkpoints_written_before_the_config_went_into_them_still_resume(tmp_path):
-    """The old layout (no config or model_args in last.pt): the run's config.yaml is
+    """The old layout (no config or architecture in last.pt): the run's config.yaml is
     what the resumed config is checked against."""
     import torch
 
@@ -355,8 +355,8 @@ def test_checkpoints_written_before_the_config_went_into_them_still_resume(tmp_p
     train(load_config(path), progress=False)
     ck_path = tmp_path / "run" / "last.pt"
     ck = torch.load(ck_path, weights_only=True)
-    assert ck["config"]["model"]["input_size"] == 48 and ck["model_args"]["backbone"] == "mobilenet_v3_small"
-    del ck["config"], ck["model_args"]
+    assert ck["config"]["model"]["input_size"] == 48 and ck["architecture"]["backbone"] == "mobilenet_v3_small"
+    del ck["config"], ck["architecture"]
     torch.save(ck, ck_path)
     with pytest.raises(ResumeError, match="model.input_size"):
         train(load_config(path, {"model.input_size": 40}), resume=True, progress=False)

@@ -31,6 +31,8 @@ from typing import Callable, ClassVar, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from facepoints.data.calibration import DETECTOR_CALIBRATIONS, BoxCalibration
+
 __all__ = [
     "BoxCalibration",
     "DETECTORS",
@@ -85,58 +87,6 @@ class Detections:
 
 
 # ----------------------------------------------------------------------- calibration
-
-
-@dataclass(frozen=True)
-class BoxCalibration:
-    """Map a detector box to the tight box of the iBUG 68 landmarks.
-
-    With the detector box's width ``w``, height ``h`` and centre ``(cx, cy)``::
-
-        centre = (cx + dx * w, cy + dy * h)
-        size   = (sw * w, sh * h)
-    """
-
-    dx: float = 0.0
-    dy: float = 0.0
-    sw: float = 1.0
-    sh: float = 1.0
-
-    def apply(self, boxes: np.ndarray) -> np.ndarray:
-        b = np.asarray(boxes, dtype=np.float64)
-        single = b.ndim == 1
-        b = b.reshape(-1, 4)
-        w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-        cx = (b[:, 0] + b[:, 2]) / 2 + self.dx * w
-        cy = (b[:, 1] + b[:, 3]) / 2 + self.dy * h
-        hw, hh = self.sw * w / 2, self.sh * h / 2
-        out = np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1).astype(np.float32)
-        return out[0] if single else out
-
-    def unapply(self, boxes: np.ndarray) -> np.ndarray:
-        """The inverse of :meth:`apply`: the detector-style box of a tight landmark box."""
-        b = np.asarray(boxes, dtype=np.float64)
-        single = b.ndim == 1
-        b = b.reshape(-1, 4)
-        w, h = (b[:, 2] - b[:, 0]) / self.sw, (b[:, 3] - b[:, 1]) / self.sh
-        cx = (b[:, 0] + b[:, 2]) / 2 - self.dx * w
-        cy = (b[:, 1] + b[:, 3]) / 2 - self.dy * h
-        out = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
-        return out[0] if single else out
-
-    @classmethod
-    def fit(cls, det_boxes: np.ndarray, target_boxes: np.ndarray) -> "BoxCalibration":
-        """Median of the per-face ratios (robust to the odd bad match)."""
-        d = np.asarray(det_boxes, np.float64).reshape(-1, 4)
-        t = np.asarray(target_boxes, np.float64).reshape(-1, 4)
-        if len(d) == 0 or len(d) != len(t):
-            raise ValueError("need the same, non-zero number of detector and target boxes")
-        dw, dh = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
-        dx = ((t[:, 0] + t[:, 2]) - (d[:, 0] + d[:, 2])) / 2 / dw
-        dy = ((t[:, 1] + t[:, 3]) - (d[:, 1] + d[:, 3])) / 2 / dh
-        sw = (t[:, 2] - t[:, 0]) / dw
-        sh = (t[:, 3] - t[:, 1]) / dh
-        return cls(*(round(float(np.median(v)), 4) for v in (dx, dy, sw, sh)))
 
 
 # ------------------------------------------------------------------------ interface
@@ -302,7 +252,7 @@ class YuNetDetector(_Detector):
     # for each face, the detection containing the centre of the tight 68-landmark box
     # with the highest IoU (337 of 337 faces); median of the per-face ratios.
     # HELEN (held out) mean IoU 0.71 raw -> 0.88 calibrated. See benchmarks/detectors.md.
-    calibration = BoxCalibration(dx=0.009, dy=0.1288, sw=1.0355, sh=0.7616)
+    calibration = DETECTOR_CALIBRATIONS["yunet"]
 
     def __init__(self, score_threshold: float = 0.5, max_side: int | None = 960, pad: float = 0.25,
                  pad_mode: str = "auto"):
@@ -333,7 +283,7 @@ class DlibHogDetector(_Detector):
     name = "dlib-hog"
     # Measured by `python benchmarks/detectors.py` on 300-W AFW, as for YuNet
     # (314 of 337 faces matched); HELEN mean IoU 0.72 raw -> 0.76 calibrated.
-    calibration = BoxCalibration(dx=-0.0168, dy=0.0879, sw=0.9769, sh=0.9357)
+    calibration = DETECTOR_CALIBRATIONS["dlib-hog"]
 
     def __init__(self, upsample: int = 1, threshold: float = 0.0, max_side: int | None = 960, pad: float = 0.0,
                  pad_mode: str = "auto"):
@@ -367,7 +317,7 @@ class HaarDetector(_Detector):
     name = "haar"
     # Measured by `python benchmarks/detectors.py` on 300-W AFW, as for YuNet
     # (287 of 337 faces matched); HELEN mean IoU 0.61 raw -> 0.78 calibrated.
-    calibration = BoxCalibration(dx=-0.014, dy=0.1488, sw=0.8862, sh=0.8594)
+    calibration = DETECTOR_CALIBRATIONS["haar"]
 
     def __init__(self, cascade: str = "haarcascade_frontalface_alt2.xml", scale_factor: float = 1.1,
                  min_neighbors: int = 3, min_size: int = 24, max_side: int | None = 960, pad: float = 0.0,

@@ -102,14 +102,21 @@ class Predictor:
         return self._detector
 
     def to_landmark_box(self, boxes: np.ndarray) -> np.ndarray:
-        """Detector-style face boxes -> tight landmark boxes, by this predictor's detector's
-        calibration (without loading it when given by name; YuNet's, the default
-        detector, for a predictor without one)."""
-        if self._detector is not None:
-            return self._detector.to_landmark_box(boxes)
+        """Detector-style face boxes -> tight landmark boxes: by the calibration the model
+        file recorded for this predictor's detector (``info.box_calibrations``), else the
+        detector's own; YuNet's (the default detector) for a predictor without one. A
+        detector given by name is not loaded for this."""
+        from facepoints.data.calibration import BoxCalibration
         from facepoints.inference.detectors import DEFAULT_DETECTOR, DETECTORS
 
-        name = (self._detector_spec or DEFAULT_DETECTOR).strip().lower()
+        detector = self._detector
+        name = getattr(detector, "name", None) if detector is not None else (self._detector_spec or DEFAULT_DETECTOR)
+        name = str(name).strip().lower() if name else None
+        recorded = self.info.box_calibrations.get(name) if name else None
+        if recorded:
+            return BoxCalibration(**recorded).apply(boxes)
+        if detector is not None:
+            return detector.to_landmark_box(boxes)
         if name not in DETECTORS:
             raise ValueError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
         return DETECTORS[name].calibration.apply(boxes)

@@ -52,6 +52,22 @@ class ModelFileError(ValueError):
     """A model file that is not a facepoints model, or is damaged."""
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """What network a model file holds: the arguments of
+    :func:`facepoints.models.network.build_model` (training builds from it, loading
+    rebuilds from it, checkpoints carry it)."""
+
+    backbone: str
+    head: str
+    num_points: int
+    kwargs: dict = field(default_factory=dict)  # dropout, input_size, head options, ...
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Architecture":
+        return cls(str(d["backbone"]), str(d["head"]), int(d["num_points"]), dict(d.get("kwargs") or {}))
+
+
 @dataclass
 class ModelInfo:
     scheme: dict
@@ -74,6 +90,21 @@ class ModelInfo:
     quantization: dict = field(default_factory=dict)
     # an ONNX export: the model file it was made from ({"file": name, "sha256": ...})
     exported_from: dict = field(default_factory=dict)
+    # the network (Architecture as a dict); files written before it have backbone, head
+    # and recipe["model_kwargs"], which architecture() reads instead
+    network: dict = field(default_factory=dict)
+    # detector name -> BoxCalibration fields ({"dx", "dy", "sw", "sh"}): how a detector's
+    # face box became this model's crop when it was made, so a later re-calibration of a
+    # detector does not change an existing model's crops
+    box_calibrations: dict = field(default_factory=dict)
+    # SHA-256 of the tensors (names, dtypes, shapes, bytes), checked on load
+    tensors_sha256: str = ""
+
+    def architecture(self) -> Architecture:
+        if self.network:
+            return Architecture.from_dict(self.network)
+        return Architecture(self.backbone, self.head, self.landmark_scheme.num_points,
+                            dict(self.recipe.get("model_kwargs", {})))
 
     @property
     def landmark_scheme(self) -> LandmarkScheme:

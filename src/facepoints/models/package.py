@@ -5,6 +5,7 @@ model file from a stranger cannot run code; checkpoints are read ``weights_only`
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -13,18 +14,30 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from facepoints.models.info import (BUNDLED, BUNDLED_MODELS, BUNDLED_ONNX, FORMAT_VERSION,  # noqa: F401 (re-exported)
-                                    ModelFileError, ModelInfo, model_file, read_info)
+                                    Architecture, ModelFileError, ModelInfo, model_file, read_info)
 from facepoints.models.network import LandmarkNet, ModelBuildError, build_model
 
 
+def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes (sorted by name)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
 def save_model(model: LandmarkNet, info: ModelInfo, path: str | Path) -> None:
-    """Write atomically: a temp file in the same folder, then rename."""
+    """Write atomically: a temp file in the same folder, then rename. The metadata gets
+    the tensors' content hash (checked by :func:`load_model`)."""
     from facepoints.version import __version__
 
     info.version = info.version or __version__
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    info.tensors_sha256 = tensors_sha256(state)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file(state, str(tmp), metadata={"facepoints": info.to_json()})
     os.replace(tmp, path)
@@ -41,9 +54,13 @@ def load_model(path: str | Path | None = None) -> tuple[LandmarkNet, ModelInfo]:
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: damaged weights ({e})") from None
 
+    if info.tensors_sha256 and tensors_sha256(state) != info.tensors_sha256:
+        raise ModelFileError(f"{path}: the weights were changed after the file was written (their content hash "
+                             "does not match the one saved with them); refusing a tampered or damaged model file")
+    arch = info.architecture()
+
     def build() -> LandmarkNet:
-        return build_model(info.backbone, info.landmark_scheme.num_points, info.head, pretrained=False,
-                           **info.recipe.get("model_kwargs", {}))
+        return build_model(arch.backbone, arch.num_points, arch.head, pretrained=False, **arch.kwargs)
 
     # The metadata says what to build; check it against the tensors on the meta device
     # first (no memory), so a tampered file cannot make us allocate a huge network.
@@ -71,10 +88,20 @@ def load_model(path: str | Path | None = None) -> tuple[LandmarkNet, ModelInfo]:
 
 def load_checkpoint(path: str | Path) -> dict:
     """A training checkpoint, read without unpickling code (``weights_only=True``)."""
+    import pickle
+
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message goes on to suggest weights_only=False: that would run the file's code
+        if "GLOBAL" in str(e) or "Unsupported global" in str(e):  # it names a function or class to call
+            raise ModelFileError(f"{path}: not loaded: the file holds code (pickled objects other than tensors and "
+                                 "plain values), which a facepoints checkpoint never does; do not load it with "
+                                 "pickle or torch.load(weights_only=False) unless you trust whoever made it") from None
+        raise ModelFileError(f"{path}: not a readable facepoints checkpoint (damaged or not a checkpoint)") from None
     except Exception as e:
-        raise ModelFileError(f"{path}: not a readable facepoints checkpoint ({e.__class__.__name__}: {str(e)[:200]})") from None
+        raise ModelFileError(f"{path}: not a readable facepoints checkpoint ({e.__class__.__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> None:

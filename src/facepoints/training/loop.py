@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +26,14 @@ import torch
 import yaml
 
 from facepoints.data.augment import apply, build_transform
+from facepoints.data.calibration import calibration_record
 from facepoints.data.crop_cache import CropCache, build_cache
 from facepoints.data.splits import Splits, read_exclusions, split_sources  # noqa: F401 (re-exported)
 from facepoints.evaluation.metrics import nme
 from facepoints.models.losses import build_loss
 from facepoints.models.network import LandmarkNet, RawOutputs, build_model
-from facepoints.models.package import ModelFileError, ModelInfo, load_checkpoint, load_model, save_checkpoint, save_model
+from facepoints.models.package import (Architecture, ModelFileError, ModelInfo, load_checkpoint, load_model,
+                                       save_checkpoint, save_model)
 from facepoints.training.config import TrainConfig
 
 log = logging.getLogger("facepoints.training")
@@ -174,9 +176,9 @@ def load_data(cfg: TrainConfig, splits: Splits | None = None, progress: bool = F
                      yaw_buckets(val_samples, scheme) if lead else [])
 
 
-def network_args(cfg: TrainConfig, num_points: int) -> dict:
-    """The arguments of :func:`~facepoints.models.network.build_model` this config asks
-    for (stored in checkpoints and model files, so loading rebuilds the same network)."""
+def architecture(cfg: TrainConfig, num_points: int) -> Architecture:
+    """The network this config asks for (stored in checkpoints and model files, so
+    loading rebuilds the same network)."""
     m = cfg.model
     kwargs = {"dropout": m.dropout, "coordconv": m.coordconv, "input_size": m.input_size, "heatmap_beta": m.heatmap_beta}
     if m.head == "heatmap":
@@ -184,16 +186,16 @@ def network_args(cfg: TrainConfig, num_points: int) -> dict:
                                     else "local" if cfg.loss.name == "awing" else "soft")
     if m.head == "pip":
         kwargs.update(pip_neighbours=m.pip_neighbours, pip_stride=m.pip_stride, pip_score_weight=m.pip_score_weight)
-    return {"backbone": m.backbone, "num_points": num_points, "head": m.head, "model_kwargs": kwargs}
+    return Architecture(m.backbone, m.head, num_points, kwargs)
 
 
-def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple[LandmarkNet, dict]:
+def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple[LandmarkNet, Architecture]:
     """The network the config describes (ImageNet trunk, or ``init_from``'s weights), its
-    head started from the training mean shape when fresh; and its arguments."""
+    head started from the training mean shape when fresh; and its architecture."""
     m = cfg.model
-    args = network_args(cfg, data.scheme.num_points)
+    arch = architecture(cfg, data.scheme.num_points)
     torch.manual_seed(cfg.seed)
-    model = build_model(args["backbone"], args["num_points"], args["head"], m.pretrained, **args["model_kwargs"])
+    model = build_model(arch.backbone, arch.num_points, arch.head, m.pretrained, **arch.kwargs)
     fresh_head = True
     if m.init_from:
         start, start_info = load_model(m.init_from)
@@ -212,7 +214,7 @@ def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple
     if fresh_head:
         o = (data.train.size - m.input_size) // 2
         model.head.init_mean_shape(torch.from_numpy((data.train.points.mean(0) - o) / (m.input_size - 1)).float())
-    return model, args
+    return model, arch
 
 
 def _distributed() -> tuple[int, int]:
@@ -387,7 +389,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
 
     data = load_data(cfg, splits, progress=progress, lead=lead)
     scheme, m, oc = data.scheme, cfg.model, cfg.optim
-    model, args = build_network(cfg, data, lead)
+    model, arch = build_network(cfg, data, lead)
     loss_fn = build_loss(cfg.loss.name, w=cfg.loss.w, eps=cfg.loss.eps)
     teacher = _teacher(cfg, scheme, device) if cfg.distill else None
     opt = _optimizer(model, oc)
@@ -424,8 +426,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
 
     info = ModelInfo(scheme=scheme.to_dict(), backbone=m.backbone, head=m.head, input_size=m.input_size,
                      crop_scale=m.crop_scale, training_data=cfg.note or "; ".join(s.spec for s in cfg.data.train),
-                     recipe={"config": cfg.model_dump(), "model_kwargs": args["model_kwargs"], "world_size": world,
-                             "inference": cfg.inference.model_dump()})
+                     recipe={"config": cfg.model_dump(), "model_kwargs": arch.kwargs, "world_size": world,
+                             "inference": cfg.inference.model_dump()},
+                     network=asdict(arch), box_calibrations=calibration_record())
     transform = build_transform(cfg.augment, m.input_size, train=True)
     crops = CropDataset(data.train, transform, scheme, m.input_size)
     for epoch in range(start_epoch, oc.epochs):
@@ -454,7 +457,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
                 best = score
                 save_model(final(), info, out / "best.safetensors")
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "epoch": epoch + 1, "step": step, "best": best, "config": cfg.model_dump(), "model_args": args}
+                     "epoch": epoch + 1, "step": step, "best": best, "config": cfg.model_dump(),
+                     "architecture": asdict(arch)}
             if ema is not None:
                 state["ema"] = ema.state_dict()
             save_checkpoint(state, ckpt_path)
