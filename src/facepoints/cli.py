@@ -415,14 +415,11 @@ def clean(
     """Find suspicious annotations: score every sample with label heuristics and a
     model's residuals, rank them, and report the flagged ones with their reasons.
     Feed report.json to a training config's data.exclude to leave them out."""
-    import torch
-
     from facepoints.curation.cleaning import DEFAULT_THRESHOLD, score_dataset, write_report
     from facepoints.data.formats import read_dataset
     from facepoints.data.samples import AnnotationError
     from facepoints.models.info import ModelFileError, model_file
 
-    torch.set_num_threads(threads)
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     try:
         ds = read_dataset(dataset, skip_missing=skip_missing)
@@ -438,9 +435,14 @@ def clean(
             if not path.is_file():
                 fail(f"{path}: no such model file; pass --model, or --no-model for the heuristics alone")
             predictor, name = facepoints.load(path, detector=None, threads=threads), str(path)
-            detections = _detections(ds, detector, as_json)
+        face_detector = None
+        if detector.lower() != "none" and detections is None and predictor is not None:
+            from facepoints.inference.detectors import get_detector
+
+            face_detector = get_detector(detector)  # in the same pass over the images as the model
         report = score_dataset(ds, predictor, predictions, threshold=threshold, margin=margin, model_name=name,
-                               progress=not as_json and sys.stderr.isatty(), detections=detections)
+                               progress=not as_json and sys.stderr.isatty(), detections=detections,
+                               detector=face_detector)
     except (ModelFileError, AnnotationError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     if out:
