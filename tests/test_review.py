@@ -55,9 +55,10 @@ def served(tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     host, port = server.server_address[:2]
+    _wait_listening(host, port)
     try:
-        yield {"spec": spec, "folder": folder, "url": f"http://{host}:{port}/", "state": state,
-               "sidecar": tmp_path / "ds.corrections.json"}
+        yield {"spec": spec, "folder": folder, "url": f"http://{host}:{port}/", "state": state, "token": server.token,
+               "sidecar": tmp_path / "ds.corrections.json", "server": server}
     finally:
         server.shutdown()
         server.server_close()
@@ -98,9 +99,24 @@ def test_a_bad_sidecar_is_an_annotation_error(tmp_path):
         read_dataset(f"300w:{folder}")
 
 
-def _request(url, body=None, headers=None):
+def _wait_listening(host, port, timeout=10.0):
+    import socket
+    import time
+
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port}")
+
+
+def _request(url, body=None, headers=None, token=None):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    auth = {"X-Review-Token": token} if token else {}
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **auth, **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.read()
@@ -109,7 +125,7 @@ def _request(url, body=None, headers=None):
 
 
 def test_server_api_order_and_guards(served):
-    url = served["url"]
+    url, token = served["url"], served["token"]
     code, body = _request(url + "api/dataset")
     meta = json.loads(body)
     assert code == 200 and meta["n"] == 4 and meta["n_flagged"] == 1 and meta["unknown_flagged"] == 1
@@ -123,21 +139,67 @@ def test_server_api_order_and_guards(served):
     assert _request(url + "api/sample/9")[0] == 404
     # only JSON posts, only to a loopback Host name
     req = urllib.request.Request(url + "api/sample/0", data=b"action=drop",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+                                 headers={"Content-Type": "application/x-www-form-urlencoded", "X-Review-Token": token})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 415
     assert _request(url + "api/dataset", headers={"Host": "evil.example:80"})[0] == 403
-    assert _request(url + "api/sample/0", {"action": "explode"})[0] == 400
-    assert _request(url + "api/sample/0", {"action": "accept", "landmarks": [[0, 0]]})[0] == 400
+    # writes need the session's token: another local program cannot make decisions
+    code, body = _request(url + "api/sample/0", {"action": "drop"})
+    assert code == 403 and b"token" in body
+    assert _request(url + "api/sample/0", {"action": "drop"}, token="guess")[0] == 403
+    assert _request(url + "api/sample/0", {"action": "explode"}, token=token)[0] == 400
+    assert _request(url + "api/sample/0", {"action": "accept", "landmarks": [[0, 0]]}, token=token)[0] == 400
+    # nonsense fixes are refused: far outside the image, not finite
+    far = [[-1e6, 1e6]] * 68
+    code, body = _request(url + "api/sample/0", {"action": "accept", "landmarks": far}, token=token)
+    assert code == 400 and b"within the 200x220 image" in body
+    assert _request(url + "api/sample/0", {"action": "accept", "landmarks": [[float("nan"), 1.0]] * 68},
+                    token=token)[0] == 400
     assert not served["sidecar"].exists()
     # accept without moving: "accepted"; reset forgets it
     s1 = json.loads(_request(url + "api/sample/1")[1])
-    code, body = _request(url + "api/sample/1", {"action": "accept", "landmarks": s1["landmarks"]})
+    code, body = _request(url + "api/sample/1", {"action": "accept", "landmarks": s1["landmarks"]}, token=token)
     assert code == 200 and json.loads(body)["sample"]["status"] == "accepted"
     assert json.loads(served["sidecar"].read_text())["samples"] == {"face000_1.jpg": {"status": "accepted"}}
-    code, body = _request(url + "api/sample/1", {"action": "reset"})
+    code, body = _request(url + "api/sample/1", {"action": "reset"}, token=token)
     assert code == 200 and json.loads(served["sidecar"].read_text())["samples"] == {}
+
+
+def test_two_review_sessions_on_one_dataset_keep_each_others_decisions(served):
+    """A second server on the same sidecar: each write merges per sample, so neither
+    session's later save writes back a stale copy of the other's."""
+    other_state = ReviewState(served["spec"])
+    other = make_server(other_state, 0)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    host, port = other.server_address[:2]
+    _wait_listening(host, port)
+    try:
+        a, b = served["url"], f"http://{host}:{port}/"
+        # both loaded the (empty) sidecar before either wrote
+        assert _request(a + "api/sample/1", {"action": "drop"}, token=served["token"])[0] == 200
+        # the second session has no report: its order is face000..face003
+        assert _request(b + "api/sample/2", {"action": "drop"}, token=other.token)[0] == 200  # face002
+        assert _request(a + "api/sample/3", {"action": "drop"}, token=served["token"])[0] == 200
+        side = json.loads(served["sidecar"].read_text())["samples"]
+        assert set(side) == {"face000_1.jpg", "face002_1.jpg", "face003_1.jpg"}, side
+    finally:
+        other.shutdown()
+        thread.join(5)
+        other.server_close()
+
+
+def test_readers_name_the_sidecar_and_sample_of_an_unusable_fix(tmp_path):
+    from facepoints.data.corrections import save_corrections
+    from facepoints.data.samples import AnnotationError
+
+    folder = write_300w_folder(tmp_path / "ds", n=3)
+    sidecar = tmp_path / "ds.corrections.json"
+    save_corrections(sidecar, {"face001_1.jpg": {"status": "fixed", "landmarks": [[-1e6, 1e6]] * 68}})
+    with pytest.raises(AnnotationError) as e:
+        read_dataset(f"300w:{folder}")
+    assert str(sidecar) in str(e.value) and "face001_1.jpg" in str(e.value) and "outside" in str(e.value)
 
 
 def test_review_in_a_browser(served, chromium):
@@ -149,7 +211,7 @@ def test_review_in_a_browser(served, chromium):
         browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 800})
-            page.goto(url)
+            page.goto(url + "?token=" + served["token"])
             page.wait_for_function("document.body.dataset.loaded === '0'", timeout=15000)
             # flagged first, with its landmarks drawn over the image
             assert page.text_content("#sid") == "face002_1.jpg"
@@ -218,13 +280,15 @@ def test_review_command_serves_on_loopback(tmp_path):
             lines.append(line)
             if line.startswith("open http://"):
                 break
-        url = lines[-1].split()[1]
-        assert url.startswith("http://127.0.0.1:"), lines
+        url, _, token = lines[-1].split()[1].partition("?token=")
+        assert url.startswith("http://127.0.0.1:") and len(token) >= 16, lines
         assert "corrections go to" in "".join(lines) and str(tmp_path / "ds.corrections.json") in "".join(lines)
         code, body = _request(url + "api/dataset")
         assert code == 200 and json.loads(body)["n"] == 2
         code, body = _request(url)
         assert code == 200 and b"<svg" in body
+        assert _request(url + "api/sample/0", {"action": "drop"})[0] == 403
+        assert _request(url + "api/sample/0", {"action": "drop"}, token=token)[0] == 200
     finally:
         proc.terminate()
         proc.wait(10)

@@ -352,12 +352,11 @@ def review(
         server = make_server(state, port)
     except (AnnotationError, ValueError, FileNotFoundError, OSError) as e:
         fail(str(e))
-    host, bound = server.server_address[:2]
     typer.echo(f"{dataset}: {len(state.order)} samples ({len(state.flags)} flagged first); "
                f"corrections go to {state.sidecar}")
     if state.unknown_flagged:
         typer.echo(f"warning: {len(state.unknown_flagged)} flagged id(s) in the report are not in the dataset", err=True)
-    typer.echo(f"open http://{host}:{bound}/  (Ctrl-C to stop)")
+    typer.echo(f"open {server.url}  (Ctrl-C to stop)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
 """Review a dataset by hand in the browser: ``facepoints review FORMAT:PATH``.
 
-A small local web server (standard library ``http.server``, bound to 127.0.0.1 only)
-serves one page, ``review_page.html``, that walks a person through the samples, flagged
+A small local web server (FastAPI on uvicorn, the service's stack; bound to 127.0.0.1
+only) serves one page, ``review_page.html``, that walks a person through the samples, flagged
 ones first when a ``facepoints clean`` report is given. Each sample is shown with its
 landmarks as SVG circles over the image; dragging a circle moves the point. Accept
 (keeps the moved points, if any), Drop, Next and Previous. Every decision is written
@@ -15,21 +15,32 @@ The API the page uses (all JSON except the image):
     GET  /api/image/K        its image as JPEG, EXIF orientation applied (as landmarks are)
     POST /api/sample/K       {"action": "accept", "landmarks": [[x, y], ...]} | {"action": "drop"}
                              | {"action": "reset"}
+
+Guards: only a loopback ``Host`` name (a page on another site cannot reach us through a
+DNS name that resolves to 127.0.0.1); writes only as ``application/json`` (a cross-site
+form cannot send it) and only with the session's token (``X-Review-Token``; it is in the
+URL the command prints, so other local programs cannot write); fixes only with the
+scheme's number of finite points near the image. Two sessions on one dataset merge
+per sample: every write re-reads the sidecar under a file lock and changes only its
+own sample.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
-import re
+import secrets
+import socket
 import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 
-from facepoints.data.corrections import load_corrections, save_corrections, sidecar_path
+from facepoints.data.corrections import FIX_MARGIN, load_corrections, save_corrections, sidecar_path
 from facepoints.data.formats import parse_spec, read_dataset
 from facepoints.data.samples import Sample
 
@@ -119,7 +130,7 @@ class ReviewState:
             w, h = image_size(s.image)
         except ImageError as e:
             image_error = str(e)
-            w, h = (int(np.ceil(v)) + 1 for v in s.landmarks.max(0).clip(1))
+            w, h = self._size(s)
         with self.lock:
             c = self.corrections.get(s.id, {})
         pts = c["landmarks"] if c.get("status") == "fixed" else s.landmarks.tolist()
@@ -161,104 +172,165 @@ class ReviewState:
                     raise ValueError("landmarks must be [[x, y], ...] numbers") from None
                 if pts.shape != s.landmarks.shape or not np.isfinite(pts).all():
                     raise ValueError(f"landmarks must be {len(s.landmarks)} finite [x, y] pairs")
+                w, h = self._size(s)
+                lo, hi = -FIX_MARGIN * np.array([w, h]), (1 + FIX_MARGIN) * np.array([w, h])
+                if ((pts < lo) | (pts > hi)).any():
+                    raise ValueError(f"landmarks must lie within the {w}x{h} image (or {FIX_MARGIN:g} of its size "
+                                     "beyond its border)")
                 if np.abs(pts - s.landmarks).max() > MOVE_TOLERANCE:
                     entry = {"status": "fixed", "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in pts]}
         elif action == "reset":
             entry = None
         else:
             raise ValueError(f"unknown action {action!r}: accept, drop or reset")
-        with self.lock:
+        with self.lock, _locked(self.sidecar):
+            # another session may have written other samples since: keep theirs
+            current = dict(load_corrections(self.sidecar))
             if entry is None:
-                self.corrections.pop(s.id, None)
+                current.pop(s.id, None)
             else:
-                self.corrections[s.id] = entry
-            save_corrections(self.sidecar, self.corrections, self.spec)
+                current[s.id] = entry
+            save_corrections(self.sidecar, current, self.spec)
+            self.corrections = current
             counts = self.counts()
         return {"sample": self.sample(k), "counts": counts}
+
+    def _size(self, s: Sample) -> tuple[int, int]:
+        from facepoints.data.images import ImageError, image_size
+
+        try:
+            return image_size(s.image)
+        except ImageError:
+            return tuple(int(np.ceil(v)) + 1 for v in s.landmarks.max(0).clip(1))
 
 
 def page() -> bytes:
     return resources.files("facepoints.curation").joinpath("review_page.html").read_bytes()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "facepoints-review"
-    state: ReviewState  # set on the subclass made by make_server
-
-    def log_message(self, fmt, *args):  # quiet: the terminal shows the URL, not every request
-        pass
-
-    def _send(self, code: int, body: bytes, ctype: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, obj, code: int = 200) -> None:
-        self._send(code, json.dumps(obj).encode(), "application/json")
-
-    def _error(self, code: int, msg: str) -> None:
-        self._json({"error": msg}, code)
-
-    def _host_ok(self) -> bool:
-        # A page on another site cannot reach us by a DNS name that resolves to 127.0.0.1.
-        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
-        return host in ("127.0.0.1", "localhost")
-
-    def do_GET(self):
-        if not self._host_ok():
-            return self._error(HTTPStatus.FORBIDDEN, "bad Host header")
-        path = self.path.split("?", 1)[0]
+@contextlib.contextmanager
+def _locked(sidecar: Path):
+    """An exclusive lock (``flock``) shared by every review session of this sidecar."""
+    lock = sidecar.with_name(f".{sidecar.name}.lock")
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            if path in ("/", "/index.html"):
-                return self._send(200, page(), "text/html; charset=utf-8")
-            if path == "/api/dataset":
-                return self._json(self.state.summary())
-            m = re.fullmatch(r"/api/(sample|image)/(\d+)", path)
-            if m:
-                k = int(m.group(2))
-                if m.group(1) == "sample":
-                    return self._json(self.state.sample(k))
-                return self._send(200, self.state.image(k), "image/jpeg")
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def create_app(state: ReviewState, token: str):
+    """The review page and its API as a FastAPI app (the guards are in the module docstring)."""
+    app = FastAPI(title="facepoints review", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def error(code: int, msg: str) -> JSONResponse:
+        return JSONResponse({"error": msg}, status_code=code, headers={"Cache-Control": "no-store"})
+
+    @app.middleware("http")
+    async def guards(request: Request, call_next):
+        host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]").lower()
+        if host not in ("127.0.0.1", "localhost"):
+            return error(403, "bad Host header")
+        if request.method == "POST":
+            if (request.headers.get("content-type") or "").split(";")[0].strip() != "application/json":
+                return error(415, "send application/json")
+            if not secrets.compare_digest(request.headers.get("x-review-token", ""), token):
+                return error(403, "missing or wrong review token (open the URL the review command printed)")
+            try:
+                n = int(request.headers.get("content-length") or 0)
+            except ValueError:
+                n = -1
+            if not 0 < n <= MAX_BODY:
+                return error(400, "a JSON body is needed")
+        response = await call_next(request)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @app.get("/")
+    @app.get("/index.html")
+    def index():
+        return Response(page(), media_type="text/html; charset=utf-8")
+
+    @app.get("/api/dataset")
+    def dataset():
+        return state.summary()
+
+    @app.get("/api/sample/{k}")
+    def sample(k: int):
+        try:
+            return state.sample(k)
         except KeyError:
-            return self._error(HTTPStatus.NOT_FOUND, "no such sample")
-        except ValueError as e:  # ImageError included
-            return self._error(HTTPStatus.NOT_FOUND, str(e))
-        self._error(HTTPStatus.NOT_FOUND, "not found")
+            return error(404, "no such sample")
 
-    def do_POST(self):
-        if not self._host_ok():
-            return self._error(HTTPStatus.FORBIDDEN, "bad Host header")
-        # JSON only: a cross-site form cannot send it without a preflight we never answer.
-        if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
-            return self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
-        m = re.fullmatch(r"/api/sample/(\d+)", self.path)
-        if not m:
-            return self._error(HTTPStatus.NOT_FOUND, "not found")
+    @app.get("/api/image/{k}")
+    def image(k: int):
         try:
-            n = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            n = -1
-        if not 0 < n <= MAX_BODY:
-            return self._error(HTTPStatus.BAD_REQUEST, "a JSON body is needed")
+            return Response(state.image(k), media_type="image/jpeg")
+        except KeyError:
+            return error(404, "no such sample")
+        except ValueError as e:  # ImageError included
+            return error(404, str(e))
+
+    @app.post("/api/sample/{k}")
+    async def update(k: int, request: Request):
         try:
-            body = json.loads(self.rfile.read(n))
+            body = json.loads(await request.body())
             if not isinstance(body, dict):
                 raise ValueError("expected a JSON object")
-            return self._json(self.state.update(int(m.group(1)), str(body.get("action")), body.get("landmarks")))
+            return state.update(k, str(body.get("action")), body.get("landmarks"))
         except KeyError:
-            return self._error(HTTPStatus.NOT_FOUND, "no such sample")
-        except ValueError as e:
-            return self._error(HTTPStatus.BAD_REQUEST, str(e))
+            return error(404, "no such sample")
+        except ValueError as e:  # json.JSONDecodeError included
+            return error(400, str(e))
+
+    @app.exception_handler(404)
+    async def not_found(request, exc):
+        return error(404, "not found")
+
+    return app
 
 
-def make_server(state: ReviewState, port: int = 0) -> ThreadingHTTPServer:
-    """A server bound to 127.0.0.1:``port`` (0: a free port; see ``server_address``).
-    Call ``serve_forever()`` on it (in a thread, for tests) and ``shutdown()`` to stop."""
-    handler = type("ReviewHandler", (_Handler,), {"state": state})
-    server = ThreadingHTTPServer((HOST, port), handler)
-    server.daemon_threads = True
-    return server
+class ReviewServer:
+    """uvicorn serving :func:`create_app` on 127.0.0.1:``port`` (0: a free port; see
+    ``server_address`` and ``url``, which carries the token). ``serve_forever()`` (in a
+    thread, for tests), ``shutdown()`` from another thread, ``server_close()``."""
+
+    def __init__(self, state: ReviewState, port: int = 0, token: str | None = None):
+        import uvicorn
+
+        self.token = token or secrets.token_urlsafe(16)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((HOST, port))
+            self.sock.listen(64)  # connections wait in the queue until uvicorn serves them
+        except OSError as e:
+            self.sock.close()
+            raise OSError(f"cannot listen on {HOST}:{port}: {e.strerror or e}") from None
+        self.server_address = self.sock.getsockname()
+        self.url = f"http://{self.server_address[0]}:{self.server_address[1]}/?token={self.token}"
+        config = uvicorn.Config(create_app(state, self.token), log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self._serving, self._done = threading.Event(), threading.Event()
+
+    def serve_forever(self) -> None:
+        self._serving.set()
+        try:
+            self.server.run(sockets=[self.sock])
+        finally:
+            self._done.set()
+
+    def shutdown(self) -> None:
+        self.server.should_exit = True
+
+    def server_close(self) -> None:
+        if self._serving.is_set():
+            self.server.should_exit = True
+            self._done.wait(10)
+        self.sock.close()
+
+
+def make_server(state: ReviewState, port: int = 0, token: str | None = None) -> ReviewServer:
+    return ReviewServer(state, port, token)

@@ -38,6 +38,10 @@ def sidecar_path(path: str | Path) -> Path:
     return p.with_name(p.name + SUFFIX)
 
 
+# a fixed point may lie this far (fraction of the image's width/height) beyond its border
+FIX_MARGIN = 0.5
+
+
 def load_corrections(path: str | Path) -> dict[str, dict]:
     """The sidecar's ``samples`` mapping, checked; ``{}`` when there is no sidecar."""
     p = Path(path)
@@ -78,6 +82,22 @@ def save_corrections(path: str | Path, samples: dict[str, dict], dataset: str = 
     os.replace(tmp, p)
 
 
+def _check_near_image(pts: np.ndarray, s: Sample, where) -> None:
+    from facepoints.data.images import ImageError, image_size
+
+    try:
+        w, h = image_size(s.image)
+    except ImageError:
+        return  # the image's own error is reported where it is read
+    lo, hi = -FIX_MARGIN * np.array([w, h]), (1 + FIX_MARGIN) * np.array([w, h])
+    bad = np.flatnonzero(((pts < lo) | (pts > hi)).any(1))
+    if len(bad):
+        x, y = pts[bad[0]]
+        raise AnnotationError(where, f"sample {s.id!r}: corrected point {int(bad[0])} at ({x:.6g}, {y:.6g}) lies outside "
+                                     f"its {w}x{h} image by more than {FIX_MARGIN:g} of its size ({len(bad)} point(s)); "
+                                     "fix or remove this correction")
+
+
 def apply_corrections(ds: Dataset, samples: dict[str, dict], where: str | Path) -> Dataset:
     """``ds`` with dropped samples left out (counted in ``warnings``) and fixed
     landmarks in place of the annotated ones. ``where`` names the sidecar in messages."""
@@ -96,6 +116,7 @@ def apply_corrections(ds: Dataset, samples: dict[str, dict], where: str | Path) 
             pts = np.asarray(c["landmarks"], dtype=np.float32)
             if pts.shape != (n, 2):
                 raise AnnotationError(where, f"sample {s.id!r}: {len(pts)} corrected points, the dataset has {n}")
+            _check_near_image(pts, s, where)
             kept.append(Sample(s.image, pts, s.id, source=f"{where} (corrected; was {s.source})", box=s.box,
                                attributes=dict(s.attributes)))
             fixed += 1
