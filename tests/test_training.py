@@ -275,6 +275,10 @@ def test_set_indexes_lists_of_sources(tmp_path):
     assert cfg.data.train[0].repeat == 3 and cfg.data.train[0].spec.startswith("300w:")
     with pytest.raises(ConfigError, match="not an index of a list of 1"):
         load_config(path, {"data.train.1.repeat": 3})
+    more = load_config(path, {"data.train.1": {"spec": cfg.data.train[0].spec, "repeat": 0}})  # one past the end: appended
+    assert len(more.data.train) == 2 and more.data.train[1].repeat == 0
+    with pytest.raises(ConfigError, match="not an index of a list of 1"):
+        load_config(path, {"data.train.2": "300w:x"})
 
 
 def test_source_labels_tell_apart_folders_of_the_same_name():

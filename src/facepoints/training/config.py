@@ -173,11 +173,15 @@ class ConfigError(ValueError):
 
 def _set_key(raw: dict, key: str, value, path: Path) -> None:
     """Set a dotted key (``optim.lr``); a number indexes a list (``data.train.5.repeat``;
-    a source given as a bare ``FORMAT:PATH`` string becomes ``{spec: ...}`` first)."""
+    a source given as a bare ``FORMAT:PATH`` string becomes ``{spec: ...}`` first), and
+    the index one past its end appends (``data.train.6={spec: ...}`` on six sources)."""
     node = raw
     *parents, leaf = key.split(".")
     for depth, p in enumerate(parents + [leaf]):
         if isinstance(node, list):
+            if depth == len(parents) and p.isdigit() and int(p) == len(node):
+                node.append(value)
+                return
             if not (p.isdigit() and int(p) < len(node)):
                 raise ConfigError(f"{path}: --set {key}: {p!r} is not an index of a list of {len(node)}")
             if depth == len(parents):
