@@ -17,8 +17,8 @@ def load(model=None, detector: str | object | None = "yunet", device: str = "cpu
          threads: int | None = None, **kw):
     """A ready ``Predictor``: the bundled default model unless ``model`` is given (a model
     file, or a bundled model by name: "default", "fast"). Bundled models and ``.onnx``
-    files run on ONNX Runtime without importing PyTorch (``threads`` intra-op threads,
-    1 by default); a ``.safetensors`` file needs the training install (PyTorch): it is
+    files run on ONNX Runtime without importing PyTorch (``threads``: the network's and
+    the face detector's threads, 1 by default); a ``.safetensors`` file needs the training install (PyTorch): it is
     exported once and cached (``runtime="auto"``), or kept in PyTorch (``runtime="torch"``,
     or ``device="cuda"``). Other keywords go to :class:`~facepoints.inference.predictor.Predictor`
     (``refine``, ``flip``, ``detect_size``)."""
@@ -38,7 +38,7 @@ def load(model=None, detector: str | object | None = "yunet", device: str = "cpu
             raise ModelFileError(f"{model}: running a .safetensors model needs PyTorch (pip install 'facepoints[train]'), "
                                f"or an exported .onnx file ({e})") from None
         run, info = load_runner(model, device=device, threads=threads, runtime=runtime)
-    return Predictor(run, info, detector=detector, **kw)
+    return Predictor(run, info, detector=detector, detector_threads=threads, **kw)
 
 
 __all__ = ["load", "__version__"]

@@ -53,7 +53,7 @@ def needs_training_install(command: str) -> None:
 
 
 def _expand_images(paths: list[Path]) -> list[Path]:
-    from facepoints.data.formats import IMAGE_SUFFIXES
+    from facepoints.data.images import IMAGE_SUFFIXES
 
     out: list[Path] = []
     for p in paths:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from facepoints.data.crops import box_iou
-from facepoints.data.formats import IMAGE_SUFFIXES
+from facepoints.data.images import IMAGE_SUFFIXES
 from facepoints.data.images import ImageError, read_image
 from facepoints.data.samples import Dataset, Sample, landmark_box
 from facepoints.data.video import VIDEO_SUFFIXES, VideoError, read_video

@@ -16,11 +16,11 @@ from typing import Callable
 
 import numpy as np
 
+from facepoints.data.images import IMAGE_SUFFIXES  # noqa: F401 (the folder scans' suffixes, re-exported)
 from facepoints.data.samples import AnnotationError, Dataset, Sample, check_points, landmark_box, parse_floats
 from facepoints.schemes import (BUILTIN, CONTEST971, FIVE, WFLW98, LandmarkScheme, get_scheme,
                                 scheme_for_points)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# the image files folder scans pick up
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
 # 50 megapixels: larger than any phone photo, far below a decompression bomb.
 MAX_PIXELS = 50_000_000
 

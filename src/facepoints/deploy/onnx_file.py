@@ -66,7 +66,7 @@ def save_onnx(proto, info: ModelInfo, out: Path, kind: str = "") -> Path:
 
 
 def image_files(images) -> list[Path]:
-    from facepoints.data.formats import IMAGE_SUFFIXES
+    from facepoints.data.images import IMAGE_SUFFIXES
 
     if images is None:
         images = [EXAMPLES]

@@ -64,7 +64,8 @@ class Predictor:
 
     ``detect_size``: the detector sees the image downscaled to this longest side (the
     detector's own default, 960, when None): smaller is faster and misses small faces
-    (``benchmarks/detectors.md`` measures both).
+    (``benchmarks/detectors.md`` measures both). ``detector_threads``: the YuNet
+    detector's threads (1 by default, as the network's).
 
     ``model``: any backend callable ``run(batch) -> landmarks`` (float32 ``(B, 3, S, S)``
     in [0, 1] -> ``(B, P, 2)`` crop units), e.g. :class:`facepoints.inference.runtime.OnnxRunner`
@@ -73,7 +74,8 @@ class Predictor:
     """
 
     def __init__(self, model, info: ModelInfo, detector: str | object | None = "yunet",
-                 refine: int = 1, flip: bool | None = None, detect_size: int | None = None):
+                 refine: int = 1, flip: bool | None = None, detect_size: int | None = None,
+                 detector_threads: int | None = None):
         if not callable(model) or hasattr(model, "state_dict"):
             raise TypeError(f"model must be a backend callable run(batch) -> landmarks, not {type(model).__name__} "
                             "(a PyTorch module goes in facepoints.deploy.runners.TorchRunner)")
@@ -86,6 +88,7 @@ class Predictor:
         self.flip = flip and self.scheme.has_flip
         self._detector_spec = detector
         self.detect_size = detect_size
+        self.detector_threads = detector_threads
         self._detector = None if isinstance(detector, (str, type(None))) else detector
         if detect_size is not None and self._detector is not None:
             raise ValueError("detect_size applies to a detector given by name; set the max_side of a detector object")
@@ -98,6 +101,8 @@ class Predictor:
             from facepoints.inference.detectors import get_detector
 
             kw = {} if self.detect_size is None else {"max_side": int(self.detect_size)}
+            if self.detector_threads and str(self._detector_spec).strip().lower() == "yunet":
+                kw["threads"] = int(self.detector_threads)
             self._detector = get_detector(self._detector_spec, **kw)
         return self._detector
 
