@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facepoints.deploy import detectors as D
+from facepoints.inference import detectors as D
 from facepoints.inference.detectors import (
     DETECTORS,
     BoxCalibration,
