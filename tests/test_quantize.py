@@ -12,7 +12,8 @@ import facepoints
 from facepoints.cli import app
 from facepoints.data.images import read_image
 from facepoints.deploy.export import ExportError, export_model, write_onnx
-from facepoints.inference.runtime import OnnxRunner, load_runner
+from facepoints.deploy.runners import load_runner
+from facepoints.inference.runtime import OnnxRunner
 from facepoints.models.package import load_model, read_info
 from facepoints.optimize.quantize import calibration_crops, int8_info, quantize_onnx
 from conftest import EXAMPLES

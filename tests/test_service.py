@@ -18,6 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facepoints.cli import app as cli_app
+from facepoints.deploy.runners import TorchRunner
 from facepoints.inference.predictor import Predictor
 from facepoints.deploy.service import create_app
 from facepoints.models.network import build_model
@@ -39,7 +40,7 @@ def server(tmp_path_factory):
                ModelInfo(scheme=IBUG68.to_dict(), backbone="mobilenet_v3_small", head="regression",
                          input_size=64, crop_scale=1.25), path)
     model, info = load_model(path)
-    app = create_app(Predictor(model, info), max_upload_bytes=MAX_UPLOAD, max_pixels=MAX_PIXELS, max_concurrency=2)
+    app = create_app(Predictor(TorchRunner(model), info), max_upload_bytes=MAX_UPLOAD, max_pixels=MAX_PIXELS, max_concurrency=2)
     with running(app) as addr:
         yield addr
 
@@ -92,6 +93,12 @@ def request(addr, method, path, body=None, headers=None, conn=None):
 def post_image(addr, data: bytes, conn=None, **kw):
     body, ctype = multipart(data, **kw)
     return request(addr, "POST", "/v1/landmarks", body, {"Content-Type": ctype}, conn=conn)
+
+
+def png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def jpeg(img: np.ndarray, quality=90) -> bytes:
@@ -274,3 +281,30 @@ def test_concurrent_inferences_are_bounded_and_the_queue_too():
 def test_serve_cli_refuses_a_missing_model(tmp_path):
     r = CliRunner().invoke(cli_app, ["serve", "--model", str(tmp_path / "nope.onnx")])
     assert r.exit_code == 2 and "no such model file" in r.output
+
+
+def test_no_page_refers_to_an_external_url(server):
+    """FastAPI's /docs and /redoc load Swagger/ReDoc from a CDN: they are not served."""
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        c = http.client.HTTPConnection(*server, timeout=30)
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        assert r.status == 404 and b"cdn" not in body.lower(), path
+    c = http.client.HTTPConnection(*server, timeout=30)
+    c.request("GET", "/openapi.json")
+    text = c.getresponse().read().decode()
+    assert "http://" not in text and "https://" not in text
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3000), (3000, 1)])
+def test_degenerate_images_get_a_4xx_not_a_500(server, shape):
+    status, out = post_image(server, png(np.full((*shape, 3), 200, np.uint8)))
+    assert status == 422 and "too small" in out["detail"], (status, out)
+
+
+def test_serve_refuses_a_concurrency_of_zero():
+    r = CliRunner().invoke(cli_app, ["serve", "--max-concurrency", "0"])
+    assert r.exit_code == 2 and "max-concurrency" in r.output
+    with pytest.raises(ValueError, match="max_concurrency"):
+        create_app(GatedPredictor(), max_concurrency=0)

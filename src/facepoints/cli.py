@@ -52,6 +52,27 @@ def needs_training_install(command: str) -> None:
         fail(f"{command} needs the training install ({', '.join(missing)} missing): pip install 'facepoints[train]'")
 
 
+def _output_paths(files: list[Path], out: Path, suffixes: tuple[str, ...]) -> dict[Path, list[Path]]:
+    """Each input's output files under ``out`` (:func:`facepoints.data.images.output_names`);
+    refuses, before anything is written, an ``out`` that is not a folder or cannot be
+    made, and any output that would overwrite an input."""
+    from facepoints.data.images import output_names
+
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"--out {out}: cannot create the folder ({e.strerror or e})")
+    inputs = {f.resolve() for f in files}
+    targets = {f: [out / (name + sfx) for sfx in suffixes] for f, name in zip(files, output_names(files, suffixes))}
+    for f, paths in targets.items():
+        for t in paths:
+            if t.resolve() in inputs:
+                fail(f"--out {out}: {t} would overwrite the input {t.resolve()}; write the results to another folder")
+    return targets
+
+
 def _expand_images(paths: list[Path]) -> list[Path]:
     from facepoints.data.images import IMAGE_SUFFIXES
 
@@ -72,13 +93,11 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object per image (JSON lines) on stdout"),
     detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
     detect_size: Optional[int] = DetectSizeOpt,
-    threads: int = typer.Option(1, help="CPU threads for the network"),
+    threads: int = typer.Option(1, min=1, help="CPU threads for the network"),
     flip: Optional[bool] = FlipOpt,
 ):
     """Find every face in each image and its landmarks."""
-    import cv2
-
-    from facepoints.data.images import ImageError, read_image
+    from facepoints.data.images import ImageError, read_image, write_image
     from facepoints.data.draw import draw_faces
     from facepoints.models.info import ModelFileError
 
@@ -90,8 +109,7 @@ def predict(
     files = _expand_images(images)
     if not files:
         fail("no images given (folders are searched for .jpg/.png/...)")
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
+    targets = _output_paths(files, out, (".png", ".json")) if out else {}
     bad: list[str] = []
     for f in files:
         try:
@@ -112,10 +130,10 @@ def predict(
         else:
             typer.echo(f"{f}: {len(faces)} face(s)")
         if out:
-            stem = out / f.stem
-            stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
-            drawn = draw_faces(img, faces, predictor.scheme)
-            cv2.imwrite(str(stem.with_suffix(".png")), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            png, js = targets[f]
+            png.parent.mkdir(parents=True, exist_ok=True)
+            js.write_text(json.dumps(record, indent=1))
+            write_image(png, draw_faces(img, faces, predictor.scheme))
     if bad:
         typer.echo(f"{len(bad)} of {len(files)} image(s) could not be read", err=True)
         raise typer.Exit(1)
@@ -129,7 +147,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     ced: Optional[Path] = typer.Option(None, help="write the CED plot to this PNG"),
     skip_missing: bool = typer.Option(False, help="leave out samples whose image is missing (counted)"),
-    threads: int = typer.Option(2, help="CPU threads for the network"),
+    threads: int = typer.Option(2, min=1, help="CPU threads for the network"),
     flip: Optional[bool] = FlipOpt,
 ):
     """NME (inter-ocular, inter-pupil, box), FR@0.1 and AUC@0.1 on an annotated dataset."""
@@ -311,8 +329,8 @@ def serve(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="model file (.safetensors or .onnx), or a bundled model by name (default, fast)"),
     detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
     detect_size: Optional[int] = DetectSizeOpt,
-    threads: int = typer.Option(1, help="CPU threads per inference"),
-    max_concurrency: int = typer.Option(2, help="images decoded and run at the same time"),
+    threads: int = typer.Option(1, min=1, help="CPU threads per inference"),
+    max_concurrency: int = typer.Option(2, min=1, help="images decoded and run at the same time"),
     max_upload_mb: float = typer.Option(10.0, help="largest upload accepted, MiB"),
     max_megapixels: float = typer.Option(25.0, help="largest image accepted, megapixels"),
     flip: Optional[bool] = FlipOpt,
@@ -403,7 +421,7 @@ def clean(
     threshold: Optional[float] = typer.Option(None, help="flag samples scoring at least this (robust z units); default 5"),
     margin: float = typer.Option(0.1, help="points may lie this fraction of the image size outside it"),
     skip_missing: bool = typer.Option(False, help="leave out samples whose image is missing (counted)"),
-    threads: int = typer.Option(1, help="CPU threads for the network"),
+    threads: int = typer.Option(1, min=1, help="CPU threads for the network"),
     folds: int = typer.Option(0, help="out-of-fold model residuals: train this many models (k-fold by group) "
                               "with --fold-config, each scoring the faces it never saw (0: use --model)"),
     fold_config: Optional[Path] = typer.Option(None, help="training config for the fold models (its data section is ignored)"),
@@ -507,7 +525,7 @@ def label_cmd(
     model: Optional[Path] = ModelOpt,
     every: int = typer.Option(1, min=1, help="for videos: label every N-th frame"),
     min_confidence: float = typer.Option(0.0, help="leave out faces below this confidence (counted)"),
-    threads: int = typer.Option(2, help="CPU threads for the network"),
+    threads: int = typer.Option(2, min=1, help="CPU threads for the network"),
 ):
     """Detect faces in new photos or video frames and write pseudo-labels as a dataset,
     with a per-face confidence in confidence.csv beside it."""
@@ -544,7 +562,7 @@ def track(
     beta: float = typer.Option(30.0, help="One Euro: cutoff rise per face size per second of speed (higher: less lag)"),
     detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
     detect_size: Optional[int] = DetectSizeOpt,
-    threads: int = typer.Option(1, help="CPU threads for the network"),
+    threads: int = typer.Option(1, min=1, help="CPU threads for the network"),
     flip: Optional[bool] = FlipOpt,
 ):
     """Follow every face through a video: detect, then crop each face from its previous

@@ -17,12 +17,10 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from facepoints.data.crops import box_iou
-from facepoints.data.images import IMAGE_SUFFIXES
-from facepoints.data.images import ImageError, read_image
+from facepoints.data.images import IMAGE_SUFFIXES, ImageError, output_names, read_image, write_image
 from facepoints.data.samples import Dataset, Sample, landmark_box
 from facepoints.data.video import VIDEO_SUFFIXES, VideoError, read_video
 
@@ -35,27 +33,38 @@ class LabelResult:
     below_threshold: int = 0
 
 
-def iter_frames(inputs, every: int = 1):
-    """(photo name, RGB image or ImageError) for image files, folders and videos
-    (every ``every``-th frame)."""
+def input_files(inputs) -> list[Path]:
+    """Image and video files: the files given, and those in the folders given (recursively)."""
+    out: list[Path] = []
     for p in map(Path, inputs):
         if p.is_dir():
-            yield from iter_frames(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES),
-                                   every)
-        elif p.suffix.lower() in VIDEO_SUFFIXES:
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def iter_frames(inputs, every: int = 1):
+    """(name, RGB image or ImageError) for image files, folders and videos (every
+    ``every``-th frame). Names are distinct per input (:func:`output_names`: inputs of
+    one name in different folders keep their folders, ``a/face``, ``b/face``); a video's
+    frames are ``NAME_fFRAME``."""
+    files = input_files(inputs)
+    for p, name in zip(files, output_names(files, (".jpg",))):
+        if p.suffix.lower() in VIDEO_SUFFIXES:
             try:
                 _, frames = read_video(p)
             except VideoError as e:
-                yield p.stem, ImageError(str(e))
+                yield name, ImageError(str(e))
                 continue
             for k, frame in enumerate(frames):
                 if k % every == 0:
-                    yield f"{p.stem}_f{k:06d}", frame
+                    yield f"{name}_f{k:06d}", frame
         else:
             try:
-                yield p.stem, read_image(p)
+                yield name, read_image(p)
             except ImageError as e:
-                yield p.stem, e
+                yield name, e
 
 
 class DlibLandmarker:
@@ -114,6 +123,7 @@ def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int =
     """Detect and label every face; face images are written to ``out_dir``."""
     if teacher not in ("model", "dlib"):
         raise ValueError(f"teacher must be 'model' or 'dlib', not {teacher!r}")
+    _refuse_overwriting_inputs(inputs, Path(out_dir))
     dlib_run = dlib_landmarker() if teacher == "dlib" else None
     out_dir.mkdir(parents=True, exist_ok=True)
     samples, conf, errors, dropped = [], {}, [], 0
@@ -140,12 +150,31 @@ def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int =
                     dropped += 1
                     continue
                 name = f"{photo}_{k}.jpg"
-                cv2.imwrite(str(out_dir / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+                (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                write_image(out_dir / name, img, jpeg_quality=95)
                 samples.append(Sample(out_dir / name, pts, name, source=f"label:{photo}", attributes={"group": photo}))
                 conf[name] = round(c, 4)
     finally:
         predictor.flip = use_flip
     return LabelResult(Dataset(str(out_dir), predictor.scheme, samples), conf, errors, dropped)
+
+
+def _refuse_overwriting_inputs(inputs, out_dir: Path) -> None:
+    """Raise before anything is written if a face image this run may write
+    (``NAME_K.jpg``, ``NAME_fFRAME_K.jpg`` under ``out_dir``) is one of the inputs."""
+    import re
+
+    files = input_files(inputs)
+    names = set(output_names(files, (".jpg",)))
+    root = out_dir.resolve()
+    for f in files:
+        r = f.resolve()
+        if root not in r.parents:
+            continue
+        m = re.fullmatch(r"(.+?)(_f\d{6})?_\d+\.jpg", r.relative_to(root).as_posix())
+        if m and m.group(1) in names:
+            raise ValueError(f"--out {out_dir}: labelling would overwrite the input {f}; write the labels to "
+                             "another folder (inputs are never overwritten)")
 
 
 def _mirrored_prediction(predictor, img: np.ndarray, box: np.ndarray) -> np.ndarray:

@@ -93,3 +93,55 @@ def image_size(path: str | Path) -> tuple[int, int]:
     except Exception as e:
         raise ImageError(f"{path}: not a readable image ({e.__class__.__name__}: {_one_line(e)})") from None
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def write_image(path: str | Path, rgb: np.ndarray, jpeg_quality: int = 95) -> Path:
+    """Encode an RGB uint8 image by the path's suffix (PNG, JPEG, ...) and write it with
+    Python's file API (OpenCV's own writer crashes on some non-UTF-8 file names), via a
+    temporary file and a rename, so a reader never sees half an image."""
+    import os
+
+    import cv2
+
+    path = Path(path)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(rgb[:, :, ::-1]), params)
+    if not ok:
+        raise ImageError(f"{path}: cannot encode an image as {path.suffix or '.png'}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(buf.tobytes())
+    os.replace(tmp, path)
+    return path
+
+
+def short_names(paths: list[Path | str]) -> list[str]:
+    """The fewest trailing path parts that tell each path from the others:
+    ``[x/helen/trainset, x/lfpw/trainset, x/afw]`` -> ``[helen/trainset, lfpw/trainset, afw]``."""
+    parts = [Path(p).parts for p in paths]
+
+    def tail(k: int, d: int) -> tuple:
+        return parts[k][-d:]
+
+    out = []
+    for k in range(len(parts)):
+        d = 1
+        # an identical path cannot be told apart by more parts: it does not count
+        while d < len(parts[k]) and any(tail(j, d) == tail(k, d) for j in range(len(parts))
+                                        if j != k and parts[j] != parts[k]):
+            d += 1
+        out.append("/".join(tail(k, d)))
+    return out
+
+
+def output_names(files: list[Path], suffixes: tuple[str, ...] = ()) -> list[str]:
+    """A distinct relative output name per input file, without suffix: its name, or as
+    many of its folders as it takes to tell it from the others (``a/face.jpg`` and
+    ``b/face.jpg`` -> ``a/face`` and ``b/face``). Inputs that would still share a name
+    (``face.jpg`` and ``face.png`` in one folder) keep their own suffix in it
+    (``face.jpg``, ``face.png``), so the outputs (name + each of ``suffixes``) are distinct."""
+    resolved = [f.resolve() for f in files]
+    names = short_names([r.with_suffix("") for r in resolved])
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return [f"{n}{r.suffix}" if counts[n] > 1 else n for n, r in zip(names, resolved)]

@@ -154,7 +154,7 @@ def check_parity(model: torch.nn.Module, info: ModelInfo, run, images=None, fmt:
     (files or folders; the example photos by default). ``exported_info``, the
     metadata read back from the export, must equal ``expected_info`` (``info`` unless
     given). ``max_nme_change``: judge by the NME change instead of ``tolerance_px``."""
-    from facepoints.data.images import read_image
+    from facepoints.data.images import ImageError, read_image
     from facepoints.inference.predictor import Predictor
 
     files = image_files(images)
@@ -164,7 +164,10 @@ def check_parity(model: torch.nn.Module, info: ModelInfo, run, images=None, fmt:
     exported = Predictor(run, exported_info or info, detector=reference.detector, refine=0)
     diffs, dists, norms, kinds, per_image = [], [], [], set(), []
     for f in files:
-        img = read_image(f)
+        try:
+            img = read_image(f)
+        except ImageError as e:
+            raise ExportError(f"parity check photo: {e}") from None
         det = reference.detector.detect(img)
         if len(det) == 0:
             per_image.append({"image": str(f), "faces": 0})
@@ -214,8 +217,19 @@ def export_model(model_path: str | Path | None, fmt: str, out: str | Path, image
         raise ExportError(f"int8 quantisation is for ONNX exports (ONNX Runtime static quantisation); "
                           f"use --format onnx, not {fmt}")
     out = Path(out)
-    model, info = load_model(model_path)
     source = model_file(model_path)
+    if out.exists() and out.resolve() == source.resolve():
+        raise ExportError(f"--out {out} is the model file being exported; write the export to another file")
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a folder; give the file to write (e.g. {out / (source.stem + '.' + fmt)})")
+    for img in images or []:
+        if not Path(img).exists():
+            raise ExportError(f"--images {img}: no such file or folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"--out {out}: cannot create its folder ({e.strerror or e})") from None
+    model, info = load_model(model_path)
     info.exported_from = {"file": source.name, "sha256": file_sha256(source)}
     tmp = tmp_for(out)
     fp32_tmp = out.with_name(f".{out.name}.fp32.tmp{os.getpid()}")

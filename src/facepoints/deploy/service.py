@@ -6,7 +6,8 @@
 ``POST /v1/landmarks`` (multipart form, file field ``image``) answers
 ``{"width", "height", "scheme", "faces": [{"box", "score", "landmarks"}]}`` in pixels of
 the image as the user sees it (EXIF orientation applied). ``GET /healthz`` says the
-service is up; the OpenAPI schema is at ``/openapi.json`` (docs at ``/docs``).
+service is up; the OpenAPI schema is at ``/openapi.json`` (no ``/docs`` page: FastAPI's
+loads its assets from a CDN, and nothing the project serves refers to an external URL).
 
 What a service must survive is refused early and with a reason:
 
@@ -15,7 +16,8 @@ What a service must survive is refused early and with a reason:
 * an empty, truncated or non-image upload: 400 with ``detail`` saying which;
 * an image declaring more than ``max_pixels`` pixels (a decompression bomb): 413,
   from its header, before it is decoded;
-* a missing ``image`` field: 422 (FastAPI's validation error).
+* a missing ``image`` field: 422 (FastAPI's validation error); an image the detector
+  cannot work on (1 x 1, 30000 x 1 pixels): 422 with the reason.
 
 At most ``max_concurrency`` images are decoded and run at a time (the rest wait, up
 to ``max_queue`` of them; beyond that 503 with ``Retry-After``), so memory and CPU use
@@ -134,10 +136,16 @@ def create_app(predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: 
     """A FastAPI app serving ``predictor`` (a :class:`~facepoints.inference.predictor.Predictor`)."""
     from facepoints.version import __version__
 
+    for name, value in (("max_concurrency", max_concurrency), ("max_queue", max_queue),
+                        ("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels)):
+        if not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
     if getattr(predictor, "_detector_spec", None) is not None:
         predictor.detector  # build it now, not racing in the first concurrent requests
     scheme = predictor.scheme
-    app = FastAPI(title="facepoints", version=__version__,
+    # no /docs or /redoc: FastAPI's pages load their scripts and fonts from a CDN (blank
+    # offline, third-party code online); the schema itself is at /openapi.json
+    app = FastAPI(title="facepoints", version=__version__, docs_url=None, redoc_url=None,
                   description="Facial landmarks: every face in an uploaded photo and its "
                               f"{scheme.num_points} {scheme.name} landmarks.")
     app.add_middleware(_BodyLimit, limit=max_upload_bytes + MULTIPART_SLACK, shown=max_upload_bytes)
@@ -181,6 +189,8 @@ def create_app(predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: 
             return await anyio.to_thread.run_sync(infer, data, name)
         except ImageError as e:
             raise HTTPException(413 if "over the limit" in str(e) else 400, str(e)) from None
+        except ValueError as e:  # decodable, but no use to the detector (1 x 1, 30000 x 1, ...)
+            raise HTTPException(422, f"{name}: {e}") from None
         finally:
             slots.release()
 

@@ -28,6 +28,7 @@ import yaml
 from facepoints.data.augment import apply, build_transform
 from facepoints.data.calibration import calibration_record
 from facepoints.data.crop_cache import CropCache, build_cache
+from facepoints.data.images import short_names
 from facepoints.data.splits import Splits, read_exclusions, split_sources  # noqa: F401 (re-exported)
 from facepoints.evaluation.metrics import nme
 from facepoints.models.losses import build_loss
@@ -91,18 +92,8 @@ def predict_crops(model, images: np.ndarray, input_size: int, batch: int = 64) -
 def source_labels(specs: list[str]) -> dict[str, str]:
     """Short names for FORMAT:PATH sources: the format and the path's last part, or as
     many last parts as it takes to tell them apart (helen/trainset, lfpw/trainset)."""
-    def label(spec: str, depth: int) -> str:
-        fmt, _, path = spec.partition(":")
-        return f"{fmt}:{'/'.join(Path(path).parts[-depth:])}"
-
-    out = {}
-    for spec in specs:
-        depth = 1
-        while depth < len(Path(spec.partition(":")[2]).parts) and any(
-                label(o, depth) == label(spec, depth) for o in specs if o != spec):
-            depth += 1
-        out[spec] = label(spec, depth)
-    return out
+    names = short_names([spec.partition(":")[2] for spec in specs])
+    return {spec: f"{spec.partition(':')[0]}:{name}" for spec, name in zip(specs, names)}
 
 
 YAW_EDGES = (0, 15, 30, 45)  # |yaw| buckets of the validation report: 0-15, 15-30, 30-45, 45+ degrees
