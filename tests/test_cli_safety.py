@@ -122,3 +122,28 @@ def test_label_writes_every_face_once_and_never_into_its_inputs(tmp_path):
     r = runner.invoke(app, ["label", str(tmp_path / "in" / "b"), "--out", f"300w:{tmp_path / 'in' / 'b'}"])
     assert r.exit_code == 2 and "would overwrite the input" in r.output and "Traceback" not in r.output
     assert digest(tmp_path / "in") == before
+
+
+def test_evaluate_reports_labels_far_outside_the_image(tmp_path):
+    import numpy as np
+
+    from facepoints.data.formats import read_pts, write_pts
+    from helpers import write_300w_folder
+
+    folder = write_300w_folder(tmp_path / "ds", n=3)
+    pts_file = sorted(folder.glob("*.pts"))[1]
+    pts = read_pts(pts_file)
+    pts[7] = [-50000.0, 10.0]
+    write_pts(pts, pts_file)
+    r = runner.invoke(app, ["evaluate", f"300w:{folder}", "--json", "--ced", str(tmp_path / "ced.png")])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    (msg,) = s["labels_outside_image"]
+    assert pts_file.name in msg and "point 7 at (-50000, 10)" in msg
+    assert f"warning: {msg}" in r.output and f"wrote the CED plot to {tmp_path / 'ced.png'}" in r.output
+    assert np.isfinite(s["nme_io"])
+
+
+def test_an_unknown_detector_is_reported_once_before_the_batch():
+    r = runner.invoke(app, ["predict", str(PHOTO), str(EXAMPLES / "biden.jpg"), "--detector", "nope"])
+    assert r.exit_code == 2 and r.output.count("unknown face detector 'nope'") == 1

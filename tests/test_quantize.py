@@ -47,7 +47,8 @@ def test_int8_export_of_a_tiny_model_loads_says_int8_and_runs(tiny_model, tiny_i
     assert info.quantization["format"] == "QDQ" and info.quantization["calibration_crops"] >= 2 * len(PHOTOS)
     fp32_info = read_info(tiny_model)
     assert fp32_info.precision == "fp32"
-    assert {**info.__dict__, "precision": "fp32", "quantization": {}} == fp32_info.__dict__
+    assert info.exported_from["file"] == "tiny.safetensors"
+    assert {**info.__dict__, "precision": "fp32", "quantization": {}, "exported_from": {}} == fp32_info.__dict__
     # really quantised: QDQ nodes, int8 weights, a file well under the fp32 one
     proto = onnx.load(str(out))
     ops = {n.op_type for n in proto.graph.node}

@@ -1,6 +1,7 @@
 """Review by hand: the sidecar of corrections, the local review server, and the page
 itself driven in a real headless browser (Debian's chromium through Playwright)."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -51,18 +52,25 @@ def served(tmp_path):
         {"id": "face002_1.jpg", "score": 3.5, "reasons": ["shape outlier"]},
         {"id": "not-in-dataset.jpg", "score": 1.0, "reasons": []}]}))
     state = ReviewState(spec, report=report)
+    with serving(state) as (server, url):
+        yield {"spec": spec, "folder": folder, "url": url, "state": state, "token": server.token,
+               "sidecar": tmp_path / "ds.corrections.json", "server": server}
+
+
+@contextlib.contextmanager
+def serving(state):
+    """The review server for ``state`` on a free loopback port, in a background thread."""
     server = make_server(state, 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     host, port = server.server_address[:2]
     _wait_listening(host, port)
     try:
-        yield {"spec": spec, "folder": folder, "url": f"http://{host}:{port}/", "state": state, "token": server.token,
-               "sidecar": tmp_path / "ds.corrections.json", "server": server}
+        yield server, f"http://{host}:{port}/"
     finally:
         server.shutdown()
-        server.server_close()
         thread.join(5)
+        server.server_close()
 
 
 def test_sidecar_is_named_after_the_dataset(tmp_path):
@@ -169,14 +177,8 @@ def test_server_api_order_and_guards(served):
 def test_two_review_sessions_on_one_dataset_keep_each_others_decisions(served):
     """A second server on the same sidecar: each write merges per sample, so neither
     session's later save writes back a stale copy of the other's."""
-    other_state = ReviewState(served["spec"])
-    other = make_server(other_state, 0)
-    thread = threading.Thread(target=other.serve_forever, daemon=True)
-    thread.start()
-    host, port = other.server_address[:2]
-    _wait_listening(host, port)
-    try:
-        a, b = served["url"], f"http://{host}:{port}/"
+    with serving(ReviewState(served["spec"])) as (other, b):
+        a = served["url"]
         # both loaded the (empty) sidecar before either wrote
         assert _request(a + "api/sample/1", {"action": "drop"}, token=served["token"])[0] == 200
         # the second session has no report: its order is face000..face003
@@ -184,10 +186,6 @@ def test_two_review_sessions_on_one_dataset_keep_each_others_decisions(served):
         assert _request(a + "api/sample/3", {"action": "drop"}, token=served["token"])[0] == 200
         side = json.loads(served["sidecar"].read_text())["samples"]
         assert set(side) == {"face000_1.jpg", "face002_1.jpg", "face003_1.jpg"}, side
-    finally:
-        other.shutdown()
-        thread.join(5)
-        other.server_close()
 
 
 def test_readers_name_the_sidecar_and_sample_of_an_unusable_fix(tmp_path):

@@ -171,9 +171,12 @@ def evaluate(
         typer.echo(f"error: {msg}", err=True)
     if ds.warnings:
         s["warnings"] = ds.warnings
+    for msg in s.get("labels_outside_image", []):
+        typer.echo(f"warning: {msg}", err=True)
     if ced:
         errors = result.errors[np.isfinite(result.errors)]
         plot_ced({model.stem if model else "bundled model": errors}, ced)
+        typer.echo(f"wrote the CED plot to {ced}", err=True)
     if as_json:
         typer.echo(json.dumps(s))
     else:

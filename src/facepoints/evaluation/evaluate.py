@@ -17,6 +17,22 @@ from facepoints.data.samples import Dataset, landmark_box
 from facepoints.evaluation.metrics import nme, summary
 
 
+# labels this far (fraction of the image's width/height) beyond its border are reported
+OUTSIDE_MARGIN = 0.1
+
+
+def labels_outside(points: np.ndarray, width: int, height: int, margin: float = OUTSIDE_MARGIN) -> str | None:
+    """A one-line description of the labelled points lying outside the image by more than
+    ``margin`` of its size (the first one and how many), or None."""
+    lo, hi = -margin * np.array([width, height]), (1 + margin) * np.array([width, height]) - 1
+    bad = np.flatnonzero(((points < lo) | (points > hi)).any(1))
+    if not len(bad):
+        return None
+    x, y = points[bad[0]]
+    return (f"{len(bad)} labelled point(s) outside the {width}x{height} image, e.g. point {int(bad[0])} at "
+            f"({x:.6g}, {y:.6g}); they are scored as labelled (see facepoints clean)")
+
+
 @dataclass
 class Evaluation:
     summary: dict
@@ -32,6 +48,7 @@ def evaluate(ds: Dataset, predictor, use_detector: bool = False, progress: bool 
     pred = np.full((m, p, 2), np.nan, np.float32)
     gt = np.stack([s.landmarks for s in ds.samples]) if m else np.zeros((0, p, 2), np.float32)
     bad_images: list[str] = []
+    outside: list[str] = []
     it = range(m)
     if progress:
         from tqdm import tqdm
@@ -44,6 +61,9 @@ def evaluate(ds: Dataset, predictor, use_detector: bool = False, progress: bool 
         except ImageError as e:
             bad_images.append(str(e))
             continue
+        far = labels_outside(s.landmarks, img.shape[1], img.shape[0])
+        if far:
+            outside.append(f"{s.source or s.id}: {far}")
         box = landmark_box(s.landmarks)
         if not use_detector:
             pred[i] = predictor.landmarks_in_boxes(img, box[None])[0]
@@ -61,6 +81,8 @@ def evaluate(ds: Dataset, predictor, use_detector: bool = False, progress: bool 
     out = {**out, "n_total": m, "n_missed": int((~found).sum()), "box": "detector" if use_detector else "ground truth"}
     if bad_images:
         out["unreadable_images"] = bad_images
+    if outside:  # they are scored as they are: the NME then mostly measures the label error
+        out["labels_outside_image"] = outside
     errors = np.full(m, np.nan)
     if found.any():
         errors[found] = nme(pred[found], gt[found], ds.scheme, out.get("primary", "io"))

@@ -86,6 +86,11 @@ class Predictor:
         if flip is None:
             flip = bool(info.recipe.get("inference", {}).get("flip", False))
         self.flip = flip and self.scheme.has_flip
+        if isinstance(detector, str):
+            from facepoints.inference.detectors import DETECTORS
+
+            if detector.strip().lower() not in DETECTORS:  # once, here, not once per image
+                raise ValueError(f"unknown face detector {detector!r}; choose one of: {', '.join(DETECTORS)}")
         self._detector_spec = detector
         self.detect_size = detect_size
         self.detector_threads = detector_threads
