@@ -308,3 +308,79 @@ def test_serve_refuses_a_concurrency_of_zero():
     assert r.exit_code == 2 and "max-concurrency" in r.output
     with pytest.raises(ValueError, match="max_concurrency"):
         create_app(GatedPredictor(), max_concurrency=0)
+
+
+def test_a_slow_loris_client_is_dropped_while_others_are_served():
+    """Headers, then a byte a second: dropped at the request deadline (20 s by default,
+    2 s here); a normal client is answered meanwhile."""
+    from facepoints.deploy.service import REQUEST_TIMEOUT, server_config
+
+    assert REQUEST_TIMEOUT <= 30
+    app = create_app(GatedPredictor(), max_concurrency=1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(server_config(app, port=port, request_timeout=2.0, log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not srv.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+        slow.sendall(b"POST /v1/landmarks HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                     b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")
+        t0, dropped = time.monotonic(), False
+        while time.monotonic() - t0 < 15:
+            status, out = request(("127.0.0.1", port), "GET", "/healthz")
+            assert status == 200  # the others are served
+            try:
+                slow.sendall(b"x")
+                time.sleep(1.0)
+                slow.setblocking(False)
+                try:
+                    if slow.recv(1) == b"":
+                        dropped = True
+                        break
+                except BlockingIOError:
+                    pass
+                finally:
+                    slow.setblocking(True)
+            except OSError:  # reset by the server
+                dropped = True
+                break
+        assert dropped and time.monotonic() - t0 < 10, "the slow client was not dropped"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+def test_serve_stops_cleanly_on_sigterm(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "facepoints.cli", "serve", "--port", str(port), "--model", "fast"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "no start"
+            try:
+                if request(("127.0.0.1", port), "GET", "/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal (the exit status says SIGTERM)
+        assert proc.wait(timeout=20) in (0, -signal.SIGTERM) and time.monotonic() - t0 < 15
+        assert "Shutting down" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

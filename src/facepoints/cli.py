@@ -336,13 +336,14 @@ def serve(
     max_concurrency: int = typer.Option(2, min=1, help="images decoded and run at the same time"),
     max_upload_mb: float = typer.Option(10.0, help="largest upload accepted, MiB"),
     max_megapixels: float = typer.Option(25.0, help="largest image accepted, megapixels"),
+    request_timeout: float = typer.Option(20.0, min=0.1, help="seconds a client may take to send a whole request"),
+    max_connections: int = typer.Option(128, min=1, help="open connections at most (503 beyond)"),
     flip: Optional[bool] = FlipOpt,
 ):
     """Serve landmarks over HTTP: POST /v1/landmarks (multipart field 'image'),
-    GET /healthz, OpenAPI schema at /openapi.json."""
-    import uvicorn
-
-    from facepoints.deploy.service import create_app
+    GET /healthz, OpenAPI schema at /openapi.json. A client gets --request-timeout
+    seconds to send its whole request; at most --max-connections at once."""
+    from facepoints.deploy.service import create_app, run_server
     from facepoints.models.info import ModelFileError
 
     try:
@@ -352,7 +353,10 @@ def serve(
         fail(str(e))
     api = create_app(predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                      max_pixels=int(max_megapixels * 1e6), max_concurrency=max_concurrency)
-    uvicorn.run(api, host=host, port=port, log_level="info")
+    try:
+        run_server(api, host=host, port=port, request_timeout=request_timeout, max_connections=max_connections)
+    except OSError as e:  # a busy port, an address we cannot bind
+        fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
 
 
 @app.command()

@@ -21,7 +21,11 @@ What a service must survive is refused early and with a reason:
 
 At most ``max_concurrency`` images are decoded and run at a time (the rest wait, up
 to ``max_queue`` of them; beyond that 503 with ``Retry-After``), so memory and CPU use
-are bounded whatever the load.
+are bounded whatever the load. :func:`run_server` (what ``facepoints serve`` runs) also
+bounds the connections (``max_connections``; 503 beyond) and the time a client may take
+to send its whole request, headers and body (``request_timeout``, 20 s: a client that
+trickles a byte a second is dropped, the others are served meanwhile), and shuts down
+within ``graceful_timeout`` seconds of SIGTERM or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from pydantic import BaseModel, Field
 
 from facepoints.data.images import ImageError, read_image
 
+REQUEST_TIMEOUT = 20.0  # seconds a client may take to send a whole request
+MAX_CONNECTIONS = 128
+GRACEFUL_TIMEOUT = 10.0
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 25_000_000
 # room for the multipart envelope (boundaries, part headers) around the file itself
@@ -195,3 +202,60 @@ def create_app(predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: 
             slots.release()
 
     return app
+
+
+def deadline_protocol(request_timeout: float = REQUEST_TIMEOUT):
+    """uvicorn's h11 protocol with a deadline: a connection whose request (headers and
+    body) has not fully arrived ``request_timeout`` seconds after the connection (or the
+    previous response) is closed. uvicorn itself only times out idle keep-alive
+    connections, so a slow-loris client could hold a connection for ever."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class DeadlineH11(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc) -> None:
+            if getattr(self, "_deadline", None) is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if getattr(self, "_deadline", None) is not None:
+                self._deadline.cancel()
+            self._deadline = self.loop.call_later(request_timeout, self._too_slow)
+
+        def _too_slow(self) -> None:
+            if self.conn.their_state is not h11.DONE and not self.transport.is_closing():
+                self.logger.warning("dropped a client that took over %.0f s to send its request", request_timeout)
+                self.transport.close()
+
+    return DeadlineH11
+
+
+def server_config(app, host: str = "127.0.0.1", port: int = 8000, request_timeout: float = REQUEST_TIMEOUT,
+                  max_connections: int = MAX_CONNECTIONS, graceful_timeout: float = GRACEFUL_TIMEOUT,
+                  log_level: str = "info"):
+    """The uvicorn configuration ``facepoints serve`` runs with (see the module docstring)."""
+    import uvicorn
+
+    for name, value in (("request_timeout", request_timeout), ("max_connections", max_connections),
+                        ("graceful_timeout", graceful_timeout)):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+    return uvicorn.Config(app, host=host, port=port, http=deadline_protocol(request_timeout),
+                          limit_concurrency=int(max_connections), timeout_keep_alive=5,
+                          timeout_graceful_shutdown=graceful_timeout, log_level=log_level)
+
+
+def run_server(app, host: str = "127.0.0.1", port: int = 8000, **kw) -> None:
+    """Serve ``app`` until SIGTERM or Ctrl-C (:func:`server_config`)."""
+    import uvicorn
+
+    uvicorn.Server(server_config(app, host, port, **kw)).run()

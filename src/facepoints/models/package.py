@@ -54,9 +54,6 @@ def load_model(path: str | Path | None = None) -> tuple[LandmarkNet, ModelInfo]:
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: damaged weights ({e})") from None
 
-    if info.tensors_sha256 and tensors_sha256(state) != info.tensors_sha256:
-        raise ModelFileError(f"{path}: the weights were changed after the file was written (their content hash "
-                             "does not match the one saved with them); refusing a tampered or damaged model file")
     arch = info.architecture()
 
     def build() -> LandmarkNet:
@@ -78,6 +75,9 @@ def load_model(path: str | Path | None = None) -> tuple[LandmarkNet, ModelInfo]:
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise ModelFileError(f"{path}: damaged weights (NaN or infinite values in {', '.join(bad[:3])})")
+    if info.tensors_sha256 and tensors_sha256(state) != info.tensors_sha256:
+        raise ModelFileError(f"{path}: the weights were changed after the file was written (their content hash "
+                             "does not match the one saved with them); refusing a tampered or damaged model file")
     model = build()
     try:
         model.load_state_dict(state, strict=True)
