@@ -147,3 +147,31 @@ def test_evaluate_reports_labels_far_outside_the_image(tmp_path):
 def test_an_unknown_detector_is_reported_once_before_the_batch():
     r = runner.invoke(app, ["predict", str(PHOTO), str(EXAMPLES / "biden.jpg"), "--detector", "nope"])
     assert r.exit_code == 2 and r.output.count("unknown face detector 'nope'") == 1
+
+
+def test_errors_name_the_file(tmp_path):
+    from helpers import write_300w_folder
+
+    folder = write_300w_folder(tmp_path / "ds", n=2)
+    text = tmp_path / "text.jpg"
+    text.write_text("hello")
+    r = runner.invoke(app, ["review", f"300w:{folder}", "--report", str(text), "--port", "0"])
+    assert r.exit_code == 2 and f"--report {text}: not a clean report" in r.output
+    pts = sorted(folder.glob("*.pts"))[0]
+    pts.write_text(pts.read_text(), encoding="utf-16")
+    r = runner.invoke(app, ["evaluate", f"300w:{folder}"])
+    assert r.exit_code == 2 and pts.name in r.output and "UTF-16" in r.output
+
+
+def test_folder_scans_say_what_they_skipped(tmp_path):
+    shutil.copy(PHOTO, tmp_path / "a.jpg")
+    (tmp_path / "b.gif").write_bytes(b"GIF89a")
+    (tmp_path / "c.heic").write_bytes(b"\x00")
+    (tmp_path / "notes.txt").write_text("x")
+    os.symlink(tmp_path / "gone.jpg", tmp_path / "d.jpg")
+    r = runner.invoke(app, ["predict", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    assert len([line for line in r.stdout.splitlines() if line.startswith("{")]) == 1
+    err = r.stderr
+    assert "b.gif: .gif images are not supported" in err and "c.heic: .heic images are not supported" in err
+    assert "d.jpg: a broken symbolic link" in err and "1 other file(s) that are not images ignored" in err

@@ -74,15 +74,13 @@ def _output_paths(files: list[Path], out: Path, suffixes: tuple[str, ...]) -> di
 
 
 def _expand_images(paths: list[Path]) -> list[Path]:
-    from facepoints.data.images import IMAGE_SUFFIXES
+    """The images to run on; what a folder scan skipped is said on stderr."""
+    from facepoints.data.images import scan_images
 
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
-        else:
-            out.append(p)
-    return out
+    files, skipped = scan_images(paths)
+    for line in skipped:
+        typer.echo(f"note: {line}", err=True)
+    return files
 
 
 @app.command()
@@ -162,7 +160,7 @@ def evaluate(
     try:
         predictor = facepoints.load(model, threads=threads, flip=flip)
         ds = read_dataset(dataset, skip_missing=skip_missing)
-        result = run(ds, predictor, use_detector=use_detector, progress=not as_json)
+        result = run(ds, predictor, use_detector=use_detector, progress=not as_json and sys.stderr.isatty())
     except (ModelFileError, AnnotationError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     s = result.summary
@@ -549,6 +547,8 @@ def label_cmd(
     except (ModelFileError, ValueError, ImportError) as e:
         fail(str(e))
     write_confidence(result, folder / "confidence.csv")
+    for line in result.skipped:
+        typer.echo(f"note: {line}", err=True)
     for e in result.errors:
         typer.echo(f"error: {e}", err=True)
     typer.echo(f"{len(result.dataset)} face(s) labelled into {out}; confidences in {folder / 'confidence.csv'}"

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from facepoints.data.crops import box_iou
-from facepoints.data.images import IMAGE_SUFFIXES, ImageError, output_names, read_image, write_image
+from facepoints.data.images import IMAGE_SUFFIXES, ImageError, output_names, read_image, scan_images, write_image
 from facepoints.data.samples import Dataset, Sample, landmark_box
 from facepoints.data.video import VIDEO_SUFFIXES, VideoError, read_video
 
@@ -31,17 +31,16 @@ class LabelResult:
     confidence: dict[str, float]
     errors: list[str] = field(default_factory=list)  # unreadable inputs, one line each
     below_threshold: int = 0
+    skipped: list[str] = field(default_factory=list)  # what the folder scans left out, one line each
 
 
-def input_files(inputs) -> list[Path]:
-    """Image and video files: the files given, and those in the folders given (recursively)."""
-    out: list[Path] = []
-    for p in map(Path, inputs):
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES))
-        else:
-            out.append(p)
-    return out
+def input_files(inputs, skipped: list[str] | None = None) -> list[Path]:
+    """Image and video files: the files given, and those in the folders given
+    (recursively); what a folder scan skipped goes to ``skipped``."""
+    files, notes = scan_images(inputs, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    if skipped is not None:
+        skipped.extend(notes)
+    return files
 
 
 def iter_frames(inputs, every: int = 1):
@@ -156,7 +155,9 @@ def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int =
                 conf[name] = round(c, 4)
     finally:
         predictor.flip = use_flip
-    return LabelResult(Dataset(str(out_dir), predictor.scheme, samples), conf, errors, dropped)
+    skipped: list[str] = []
+    input_files(inputs, skipped)
+    return LabelResult(Dataset(str(out_dir), predictor.scheme, samples), conf, errors, dropped, skipped)
 
 
 def _refuse_overwriting_inputs(inputs, out_dir: Path) -> None:

@@ -55,7 +55,13 @@ def read_report(path: str | Path | None) -> list[dict]:
     """The flagged entries of a ``facepoints clean`` report, in its order."""
     if not path:
         return []
-    data = json.loads(Path(path).read_text())
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--report {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--report {path}: not a clean report (not JSON: {e.msg} at line {e.lineno}); "
+                         "give the report.json that `facepoints clean --out DIR` writes") from None
     flagged = data.get("flagged") if isinstance(data, dict) else None
     if not isinstance(flagged, list):
         raise ValueError(f"{path}: not a clean report (expected {{\"flagged\": [{{\"id\", \"score\", \"reasons\"}}]}})")

@@ -136,7 +136,12 @@ def _exists(p: Path) -> bool:
 def read_pts(path: Path, scheme: LandmarkScheme | None = None) -> np.ndarray:
     """A 300-W ``.pts`` file: ``version: 1``, ``n_points: N``, ``{``, N lines ``x y``, ``}``.
     Its coordinates are 1-based; returned 0-based."""
-    lines = Path(path).read_text(errors="replace").splitlines()
+    raw_bytes = Path(path).read_bytes()
+    if raw_bytes[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte-order mark
+        raise AnnotationError(path, "the file is UTF-16 text; .pts files are plain ASCII/UTF-8 (re-save it as UTF-8)", 1)
+    if raw_bytes[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark
+        raw_bytes = raw_bytes[3:]
+    lines = raw_bytes.decode("utf-8", errors="replace").splitlines()
     n = n_line = None
     pts: list[float] = []
     opened = closed = False

@@ -17,6 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # the image files folder scans pick up
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# image formats a user may expect to work, said so when a folder scan skips them
+UNSUPPORTED_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".raw", ".cr2", ".nef", ".dng")
 
 # 50 megapixels: larger than any phone photo, far below a decompression bomb.
 MAX_PIXELS = 50_000_000
@@ -145,3 +147,32 @@ def output_names(files: list[Path], suffixes: tuple[str, ...] = ()) -> list[str]
     for n in names:
         counts[n] = counts.get(n, 0) + 1
     return [f"{n}{r.suffix}" if counts[n] > 1 else n for n, r in zip(names, resolved)]
+
+
+def scan_images(paths, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> tuple[list[Path], list[str]]:
+    """The files given, and the files with one of ``suffixes`` in the folders given
+    (recursively, sorted); and one line per thing a folder scan skipped that a user
+    may have meant: an image format not supported, a broken symbolic link, and a count
+    of the other files."""
+    files: list[Path] = []
+    skipped: list[str] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            files.append(p)
+            continue
+        others = 0
+        for f in sorted(p.rglob("*")):
+            if f.is_symlink() and not f.exists():
+                skipped.append(f"skipped {f}: a broken symbolic link")
+            elif not f.is_file():
+                continue
+            elif f.suffix.lower() in suffixes:
+                files.append(f)
+            elif f.suffix.lower() in UNSUPPORTED_IMAGE_SUFFIXES:
+                skipped.append(f"skipped {f}: {f.suffix.lower()} images are not supported "
+                               f"(convert to one of {', '.join(IMAGE_SUFFIXES)})")
+            else:
+                others += 1
+        if others:
+            skipped.append(f"{p}: {others} other file(s) that are not images ignored")
+    return files, skipped
