@@ -238,11 +238,14 @@ class _Detector:
 
 
 def set_yuface_threads(n: int) -> bool:
-    """Set the OpenMP threads of yuface's own (vendored) libgomp, which nothing else in
-    the process shares. 1 by default, like the landmark network's ONNX Runtime session:
-    on a busy machine OpenMP's spinning threads made one detection 4x slower (430 vs
-    100 ms measured beside a training run), and a server runs requests side by side.
-    False when the library cannot be found (the detector then runs as yuface chooses)."""
+    """Set the OpenMP threads of yuface's own (vendored) libgomp. 1 by default, like the
+    landmark network's ONNX Runtime session: on a busy machine OpenMP's threads made one
+    detection 4x slower (430 vs 100 ms measured beside a training run), and a server
+    runs requests side by side. False when the library cannot be found.
+
+    Where PyTorch was imported first (training, benchmarks; never the inference path),
+    its libgomp is in the global symbol scope and yuface runs on that one instead, with
+    ``torch.get_num_threads()`` threads: set ``torch.set_num_threads`` there."""
     import ctypes
     import glob
     import os
