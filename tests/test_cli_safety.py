@@ -78,6 +78,12 @@ def test_non_utf8_file_names_are_read_and_written(tmp_path):
     names = sorted(os.listdir(os.fsencode(out)))
     assert names == [b"ph\xf6to.json", b"ph\xf6to.png"]
     assert os.path.getsize(os.path.join(os.fsencode(out), b"ph\xf6to.png")) > 1000
+    labels = os.fsdecode(os.fsencode(tmp_path) + b"/lab\xe9ls")
+    code = ("import sys; from facepoints.cli import app; "
+            f"sys.argv = ['facepoints', 'label', {os.fsdecode(folder)!r}, '--out', '300w:' + {labels!r}]; app()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert sorted(os.listdir(os.fsencode(labels))) == [b"confidence.csv", b"ph\xf6to_1.jpg", b"ph\xf6to_1.pts"]
 
 
 def test_export_refuses_to_overwrite_its_own_model_and_other_bad_outputs(tmp_path):

@@ -77,7 +77,7 @@ def write_report(report: CleanReport, ds: Dataset, folder: str | Path, max_thumb
     folder.mkdir(parents=True, exist_ok=True)
     names = sorted({k for r in report.ranked for k in r.checks})
     paths = {"csv": folder / "report.csv", "json": folder / "report.json", "html": folder / "report.html"}
-    with open(paths["csv"], "w", newline="") as fh:
+    with open(paths["csv"], "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:  # ids are file names
         w = csv.writer(fh)
         w.writerow(["rank", "id", "score", "flagged", "reasons", "image"] + names)
         for rank, r in enumerate(report.ranked, 1):
@@ -109,7 +109,7 @@ def write_report(report: CleanReport, ds: Dataset, folder: str | Path, max_thumb
              ".warn{color:#a60}")
     paths["html"].write_text(f"<!doctype html><html><head><meta charset=utf-8><title>facepoints clean</title>"
                              f"<style>{style}</style></head><body>{head}{warn}<table>{''.join(rows)}</table>"
-                             f"</body></html>")
+                             f"</body></html>", errors="replace")
     return paths
 
 

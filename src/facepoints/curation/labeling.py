@@ -187,7 +187,8 @@ def _mirrored_prediction(predictor, img: np.ndarray, box: np.ndarray) -> np.ndar
 
 
 def write_confidence(result: LabelResult, path: Path) -> None:
-    with open(path, "w", newline="") as fh:
+    # ids come from file names, which need not be valid UTF-8: their bytes are written back as they were
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "confidence"])
         for s in result.dataset.samples:

@@ -255,7 +255,21 @@ def server_config(app, host: str = "127.0.0.1", port: int = 8000, request_timeou
 
 
 def run_server(app, host: str = "127.0.0.1", port: int = 8000, **kw) -> None:
-    """Serve ``app`` until SIGTERM or Ctrl-C (:func:`server_config`)."""
+    """Serve ``app`` until SIGTERM or Ctrl-C (:func:`server_config`). The socket is bound
+    here first, so a busy port is an ``OSError`` naming it, not a log line."""
+    import socket
+
     import uvicorn
 
-    uvicorn.Server(server_config(app, host, port, **kw)).run()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    try:
+        uvicorn.Server(server_config(app, host, port, **kw)).run(sockets=[sock])
+    finally:
+        sock.close()
