@@ -81,23 +81,24 @@ CONFIG_ALL = "configs/ablation-all.yaml"
 RUNS_ALL = Path("runs/ablation-all")
 # The accuracy campaign (issue 12): heads first on the base recipe, then each idea on the
 # chosen head (HEAD) at the same budget.
-HEAD = ["model.head=pip", "model.pip_stride=16", "loss.name=l1"]
+HEAD = ["model.head=pip", "loss.name=l1"]  # PIP on the stride-32 grid: the best head row (pip32)
 ROWS_ALL: list[tuple[str, str, list[str]]] = [
     ("base", "MobileNetV2 (ImageNet), regression, Wing, 112 px, 3 epochs", []),
-    ("pip32", "PIP head, stride 32 (4 x 4 grid), L1", ["model.head=pip", "loss.name=l1"]),
-    ("pip16", "PIP head, stride 16 (7 x 7 grid: one deconvolution), L1", HEAD),
+    ("pip32", "PIP head, stride 32 (4 x 4 grid), L1", HEAD),
+    ("pip16", "PIP head, stride 16 (7 x 7 grid: one deconvolution), L1",
+     ["model.head=pip", "model.pip_stride=16", "loss.name=l1"]),
     ("heatmap", "heatmap head (soft-argmax, 28 x 28), Wing on coordinates", ["model.head=heatmap"]),
     # each idea on the chosen head, in the order they were run
     ("pose-aug", "+ large-pose augmentation: rotation +-40 deg, box scale +-20 %, shift +-10 %",
      [*HEAD, "augment.rotate=40", "augment.scale=0.2", "augment.shift=0.1"]),
     ("occlusion", "+ synthetic occluders (1-3 noise rectangles, half the crops)", [*HEAD, "augment.occlusion=0.5"]),
     ("infants-x4", "+ infant faces oversampled x4", [*HEAD, "data.train.5.repeat=4"]),
-    ("size128", "input 128 px (8 x 8 grid)", [*HEAD, "model.input_size=128"]),
-    ("size160", "input 160 px (10 x 10 grid)", [*HEAD, "model.input_size=160"]),
+    ("size128", "input 128 px (4 x 4 grid)", [*HEAD, "model.input_size=128"]),
+    ("size160", "input 160 px (5 x 5 grid)", [*HEAD, "model.input_size=160"]),
     ("pseudo", "+ 8,199 CUHK faces with dlib pseudo-labels (benchmarks/pseudo_cuhk.md), training only",
      [*HEAD, "data.train.6={spec: 'csv:runs/pseudo-cuhk/kept.csv', val_fraction: 0}"]),
     ("balanced", "+ data.balance by yaw", [*HEAD, "data.balance={by: yaw}"]),
-    ("size192", "input 192 px (12 x 12 grid)", [*HEAD, "model.input_size=192"]),
+    ("size192", "input 192 px (6 x 6 grid)", [*HEAD, "model.input_size=192"]),
     ("resnet18", "ResNet-18 from scratch (no ImageNet ResNet weights offline)",
      [*HEAD, "model.backbone=resnet18", "model.pretrained=false"]),
 ]
