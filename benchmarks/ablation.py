@@ -164,7 +164,8 @@ def best_epoch(run: Path) -> dict | None:
 def latency_ms(model_file: Path, repeats: int) -> tuple[int, float]:
     """Parameters and median ms for one face through ONNX Runtime on 1 thread (the
     model's cached export, as the Predictor runs it)."""
-    from facepoints.inference.runtime import OnnxRunner, cached_onnx
+    from facepoints.deploy.runners import cached_onnx
+    from facepoints.inference.runtime import OnnxRunner
     from facepoints.models.package import load_model
 
     model, info = load_model(model_file)
@@ -273,13 +274,13 @@ def table_all(out: Path, repeats: int) -> None:
         "",
         "| row | idea | val NME % | 300-W | YTF | infants | " + " | ".join(f"\\|{y}\\|" for y in YAWS)
         + " | FR@0.1 % | train s | img/s | params (M) | latency ms | command |",
-        "|---|---|" + "---:|" * (5 + len(YAWS) + 5) + "---|",
+        "|---|---|" + "---:|" * (4 + len(YAWS) + 5) + "---|",
     ]
     for name, what, sets in ROWS_ALL:
         cmd = "`" + shlex.join(command(name, sets, "all")) + "`"
         b = recs[name]
         if b is None:
-            lines.append(f"| {name} | {what} | not run |" + " |" * (4 + len(YAWS) + 5) + f" {cmd} |")
+            lines.append(f"| {name} | {what} | not run |" + " |" * (3 + len(YAWS) + 5) + f" {cmd} |")
             continue
         params, ms = latency_ms(RUNS_ALL / name / "best.safetensors", repeats)
         cells = [pooled(b, v) for v in SOURCES_ALL.values()] + [b.get(f"val_nme_io[{y}]") for y in YAWS]
