@@ -55,8 +55,13 @@ def read_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, name: s
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{label}: refused before decoding, too many pixels (possible decompression bomb): "
-                         f"{_one_line(e)}") from None
+        # PIL's own limit fired first (far beyond ours): say it the way our check does
+        import re
+
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
+        raise ImageError(f"{label}: {size} is over the limit of {max_pixels:,} (possible decompression bomb); "
+                         "refused before decoding") from None
     except UnidentifiedImageError as e:
         raise ImageError(f"{label}: not a readable image ({e.__class__.__name__})") from None
     except (OSError, SyntaxError, ValueError) as e:
