@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--image", default="examples/astronaut.jpg")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "startup.md")
+    ap.add_argument("--note", default="", help="a sentence on the machine's state, put in the result")
     args = ap.parse_args(argv)
     exe = shutil.which("facepoints") or str(Path(sys.executable).with_name("facepoints"))
     commands = {
@@ -60,7 +61,8 @@ def main(argv=None) -> int:
         "",
         f"`{cmd_line}` on {datetime.date.today()}, {cpu_name()} ({platform.machine()}), 2 shared CPU cores. "
         f"{args.repeats} rounds, the three commands interleaved in each; warm disk cache; wall time of the whole "
-        f"process (interpreter start, imports, model load, detection, landmarks, JSON out) on `{args.image}`.",
+        f"process (interpreter start, imports, model load, detection, landmarks, JSON out) on `{args.image}`. "
+        + args.note,
         "",
         "| command | median s | min s | max s | x bare imports |",
         "|---|---:|---:|---:|---:|",
