@@ -382,3 +382,41 @@ def test_train_cli_refuses_an_unknown_backbone_before_reading_data(tmp_path):
     assert r.exit_code == 2 and "unknown backbone 'resnet9'" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["train", str(tiny_config(tmp_path)), "--resume", "--no-progress"])
     assert r.exit_code == 2 and "nothing to resume" in r.output
+
+
+def test_every_path_in_a_config_file_is_relative_to_it(tmp_path, monkeypatch):
+    """File paths resolve against the file's folder, command-line paths against the
+    working directory; both end up absolute."""
+    data = write_300w_folder(tmp_path / "faces", n=4)
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "c.yaml").write_text(yaml.safe_dump({
+        "output": "../runs/a", "data": {"train": [{"spec": "300w:../faces"}], "val": ["300w:../faces"],
+                                        "exclude": "../skip.txt", "cache_dir": "../cache"},
+        "model": {"init_from": "../m.safetensors"}, "distill": {"teacher": "../t.safetensors"}}))
+    monkeypatch.chdir(tmp_path / "faces")  # anywhere else
+    cfg = load_config(tmp_path / "cfg" / "c.yaml", {"data.val": ["300w:."], "model.init_from": "x.safetensors"})
+    assert cfg.output == str(tmp_path / "runs" / "a") and cfg.data.train[0].spec == f"300w:{data}"
+    assert cfg.data.exclude == str(tmp_path / "skip.txt") and cfg.data.cache_dir == str(tmp_path / "cache")
+    assert cfg.distill.teacher == str(tmp_path / "t.safetensors")
+    assert cfg.data.val == [f"300w:{data}"] and cfg.model.init_from == str(data / "x.safetensors")  # from the cwd
+
+
+def test_a_run_started_with_relative_paths_resumes(tmp_path, monkeypatch):
+    """config.yaml of a run from before paths were made absolute (relative to the working
+    directory) matches the same config loaded now."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    path = tiny_config(tmp_path, max_steps=1)
+    train(load_config(path), progress=False)
+    run = tmp_path / "run"
+    old = yaml.safe_load((run / "config.yaml").read_text())
+    old["output"] = "run"
+    old["data"]["train"][0]["spec"] = "300w:faces"
+    old["data"]["cache_dir"] = "cache"
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    ck = torch.load(run / "last.pt", weights_only=True)
+    del ck["config"]
+    torch.save(ck, run / "last.pt")
+    train(load_config(path, {"max_steps": None}), resume=True, progress=False)
+    assert (run / "final.safetensors").is_file()

@@ -197,6 +197,12 @@ def _set_key(raw: dict, key: str, value, path: Path) -> None:
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Read and validate a config. Every path written in the file (the sources'
+    ``FORMAT:PATH``, ``data.val``, ``data.exclude``, ``data.cache_dir``, ``model.init_from``,
+    ``distill.teacher``, ``output``) is relative to the file's folder; paths given in
+    ``overrides`` (``--set``, ``--output`` on the command line) are relative to the
+    working directory. Both become absolute, so the config says where things are
+    whatever the directory a run is resumed from."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -204,23 +210,49 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
         raise ConfigError(f"{path}: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a mapping")
+    resolve_paths(raw, path.parent.resolve())
     for key, value in (overrides or {}).items():
         _set_key(raw, key, value, path)
+    resolve_paths(raw, Path.cwd())  # what is still relative came from the overrides
     try:
-        cfg = TrainConfig.model_validate(raw)
+        return TrainConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"{path}: invalid config:\n{e}") from None
-    return _relative_to(cfg, path.parent)
 
 
-def _relative_to(cfg: TrainConfig, base: Path) -> TrainConfig:
-    def fix(spec: str) -> str:
-        fmt, _, p = spec.partition(":")
-        return spec if Path(p).is_absolute() else f"{fmt}:{(base / p).resolve()}" if (base / p).exists() else spec
+def _absolute(p, base: Path):
+    if not isinstance(p, str) or not p:
+        return p
+    return p if Path(p).is_absolute() else str((base / p).resolve())
 
-    for s in cfg.data.train:
-        s.spec = fix(s.spec)
-    cfg.data.val = [fix(s) for s in cfg.data.val]
-    if cfg.distill is not None and not Path(cfg.distill.teacher).is_absolute() and (base / cfg.distill.teacher).exists():
-        cfg.distill.teacher = str((base / cfg.distill.teacher).resolve())
-    return cfg
+
+def _spec(spec, base: Path):
+    """``FORMAT:PATH`` with PATH made absolute; other strings (not a dataset format) as they are."""
+    from facepoints.data.formats import FORMATS
+
+    if not isinstance(spec, str):
+        return spec
+    fmt, sep, p = spec.partition(":")
+    return f"{fmt}:{_absolute(p, base)}" if sep and fmt.lower() in FORMATS else spec
+
+
+def resolve_paths(raw: dict, base: Path) -> dict:
+    """Make the path-valued keys of a raw config (a dict, before validation) absolute
+    against ``base``, in place; already absolute paths are left alone."""
+    if "output" in raw:
+        raw["output"] = _absolute(raw["output"], base)
+    data = raw.get("data")
+    if isinstance(data, dict):
+        train = data.get("train")
+        if isinstance(train, list):
+            data["train"] = [{**t, "spec": _spec(t.get("spec"), base)} if isinstance(t, dict) else _spec(t, base)
+                             for t in train]
+        if isinstance(data.get("val"), list):
+            data["val"] = [_spec(v, base) for v in data["val"]]
+        for key in ("exclude", "cache_dir"):
+            if key in data:
+                data[key] = _absolute(data[key], base)
+    for section, key in (("model", "init_from"), ("distill", "teacher")):
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raw[section][key] = _absolute(raw[section][key], base)
+    return raw

@@ -35,7 +35,7 @@ from facepoints.models.losses import build_loss
 from facepoints.models.network import LandmarkNet, RawOutputs, build_model
 from facepoints.models.package import (Architecture, ModelFileError, ModelInfo, load_checkpoint, load_model,
                                        save_checkpoint, save_model)
-from facepoints.training.config import TrainConfig
+from facepoints.training.config import TrainConfig, resolve_paths
 
 log = logging.getLogger("facepoints.training")
 
@@ -296,7 +296,8 @@ def check_resume(cfg: TrainConfig, ckpt: dict, out: Path) -> None:
     if saved is None and (out / "config.yaml").is_file():  # checkpoints written before configs went into them
         saved = yaml.safe_load((out / "config.yaml").read_text())
     if saved is not None:
-        diff = config_differences(saved, cfg.model_dump())
+        # runs started before every path became absolute hold them relative to the working directory
+        diff = config_differences(resolve_paths(saved, Path.cwd()), cfg.model_dump())
         if diff:
             raise ResumeError(f"{out}: --resume with a config the run was not started with ({len(diff)} difference(s): "
                               + "; ".join(diff[:6]) + "); start a new run (another --output), or resume as it was")
