@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     ap.add_argument("--limit", type=int, default=60)
     ap.add_argument("--scales", default="1,0.5,0.25,0.125")
-    ap.add_argument("--detect-sizes", default="960,320,160,128")
+    ap.add_argument("--detect-sizes", default="960,320,192,160,128")
     ap.add_argument("--no-mediapipe", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "whole_image.md")
     args = ap.parse_args(argv)
@@ -102,10 +102,13 @@ def main(argv=None) -> int:
     methods = {}
     for n in sizes:
         methods[f"fast, YuNet at {n} px, no flip, refine 0"] = facepoints.load("fast", detect_size=n, refine=0, flip=False)
-    for n in sizes:
+    for n in sizes[-2:]:
         methods[f"fast, YuNet at {n} px, no flip, refine 1"] = facepoints.load("fast", detect_size=n, refine=1, flip=False)
+    fast = facepoints.load("fast")
+    methods[f"fast, as it runs by default (YuNet at {fast.detect_size or 960} px, "
+            f"{'flip' if fast.flip else 'no flip'}, refine {fast.refine})"] = fast
     for n in sizes[:1] + sizes[-1:]:
-        methods[f"default, YuNet at {n} px, flip + refine 1 (its defaults)"] = facepoints.load(detect_size=n)
+        methods[f"default, YuNet at {n} px, flip + refine 1 (its defaults at 960)"] = facepoints.load(detect_size=n)
         methods[f"default, YuNet at {n} px, no flip, refine 0"] = facepoints.load(detect_size=n, refine=0, flip=False)
     mp = None
     if not args.no_mediapipe and (ROOT / ".venv-mediapipe" / "bin" / "python").exists():

@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -17,6 +18,8 @@ from facepoints.inference.detectors import (
     FaceDetector,
     get_detector,
 )
+
+from conftest import EXAMPLES
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 AFW = DATA / "300w" / "afw"
@@ -252,3 +255,26 @@ def test_yunet_box_reaches_outside_for_face_cut_by_border():
 def test_dlib_hog_finds_real_300w_face():
     img, gt = _afw_face()
     _check_found(get_detector("dlib-hog"), img, gt)
+
+
+def test_downscale_keeps_the_picture_of_area_resampling():
+    from facepoints.data.images import read_image
+
+    img = read_image(EXAMPLES / "astronaut.jpg")
+    for w, h in ((160, 160), (133, 97), (300, 301)):
+        got = D.downscale(img, w, h)
+        assert got.shape == (h, w, 3) and got.dtype == np.uint8
+        area = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        assert np.abs(got.astype(int) - area).mean() < 12  # grey levels: the same picture, smoothed a little
+
+
+def test_a_model_file_can_recommend_the_detector_size(tmp_path):
+    import facepoints
+    from facepoints.models.package import BUNDLED, load_model, save_model
+
+    model, info = load_model(BUNDLED)
+    info.recipe = {**info.recipe, "inference": {**info.recipe.get("inference", {}), "detect_size": 200}}
+    save_model(model, info, tmp_path / "m.safetensors")
+    p = facepoints.load(tmp_path / "m.safetensors", runtime="torch")
+    assert p.detect_size == 200 and p.detector.max_side == 200
+    assert facepoints.load(tmp_path / "m.safetensors", runtime="torch", detect_size=640).detector.max_side == 640

@@ -124,6 +124,16 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return img
 
 
+def downscale(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """``img`` resized down to ``w`` x ``h``: halved by ``cv2.pyrDown`` (a Gaussian
+    pyramid step, the anti-aliasing) while that stays above the target, then bilinear.
+    As accurate for detection as ``INTER_AREA`` on the 300-W photos and about 1 ms
+    faster per photo at 128-160 px (``benchmarks/whole_image.md``)."""
+    while img.shape[1] >= 2 * w and img.shape[0] >= 2 * h:
+        img = cv2.pyrDown(img)
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def work_scale(h: int, w: int, max_side: int | None, pad: float = 0.0) -> float:
     """Downscale factor (<= 1) so that the image, once padded by ``pad`` times its
     longer side on every edge, has no side over ``max_side``."""
@@ -211,7 +221,7 @@ class _Detector:
         s = work_scale(h, w, self.max_side, pad)
         work = img
         if s < 1.0:
-            work = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+            work = downscale(img, max(1, round(w * s)), max(1, round(h * s)))
         px = pad_pixels(*work.shape[:2], pad)
         boxes, scores, kps = self._raw(pad_image(work, px))
         boxes = unmap_boxes(boxes, px, s)

@@ -55,16 +55,18 @@ class Predictor:
     """A landmark model plus a face detector.
 
     ``refine``: after landmarks are found from a detector box, crop again around those
-    landmarks and predict once more, this many times. It makes the result independent
+    landmarks and predict once more, this many times (None: what the model file
+    recommends, ``info.recipe["inference"]["refine"]``, else 1). It makes the result independent
     of how a detector draws its boxes, at the cost of one more network pass.
 
     ``flip``: also run the mirrored crop and average the two (re-indexed through the
     scheme): test-time augmentation, twice the network cost. ``None``: what the model
     file recommends (``info.recipe["inference"]["flip"]``, chosen on validation data).
 
-    ``detect_size``: the detector sees the image downscaled to this longest side (the
-    detector's own default, 960, when None): smaller is faster and misses small faces
-    (``benchmarks/detectors.md`` measures both). ``detector_threads``: the YuNet
+    ``detect_size``: the detector sees the image downscaled to this longest side; None:
+    what the model file recommends (``info.recipe["inference"]["detect_size"]``), else the
+    detector's own default, 960. Smaller is faster and misses small faces
+    (``benchmarks/whole_image.md`` measures both). ``detector_threads``: the YuNet
     detector's threads (1 by default, as the network's).
 
     ``model``: any backend callable ``run(batch) -> landmarks`` (float32 ``(B, 3, S, S)``
@@ -74,7 +76,7 @@ class Predictor:
     """
 
     def __init__(self, model, info: ModelInfo, detector: str | object | None = "yunet",
-                 refine: int = 1, flip: bool | None = None, detect_size: int | None = None,
+                 refine: int | None = None, flip: bool | None = None, detect_size: int | None = None,
                  detector_threads: int | None = None):
         if not callable(model) or hasattr(model, "state_dict"):
             raise TypeError(f"model must be a backend callable run(batch) -> landmarks, not {type(model).__name__} "
@@ -82,10 +84,16 @@ class Predictor:
         self.run = model
         self.info = info
         self.scheme = info.landmark_scheme
-        self.refine = refine
+        recommended = info.recipe.get("inference", {}) if isinstance(info.recipe.get("inference"), dict) else {}
+        # None: what the model file recommends (chosen by measurement for it), else 1 refinement pass
+        if refine is None:
+            refine = recommended.get("refine")
+        self.refine = 1 if refine is None else int(refine)
         if flip is None:
-            flip = bool(info.recipe.get("inference", {}).get("flip", False))
+            flip = bool(recommended.get("flip", False))
         self.flip = flip and self.scheme.has_flip
+        if detect_size is None and isinstance(detector, str):  # what the model file recommends, if anything
+            detect_size = recommended.get("detect_size")
         if isinstance(detector, str):
             from facepoints.inference.detectors import DETECTORS
 

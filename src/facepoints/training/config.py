@@ -123,6 +123,10 @@ class InferenceConfig(_Strict):
     """Inference defaults stored in the model file (a user can still override them)."""
 
     flip: bool = Field(False, description="average each prediction with that of the mirrored crop")
+    detect_size: int | None = Field(None, ge=32, le=4096, description="the face detector's input size (longer "
+                                    "side) this model is run with by default; None: the detector's own (960)")
+    refine: int | None = Field(None, ge=0, le=3, description="refinement passes after the detector box by "
+                               "default (crop again around the landmarks); None: 1")
 
 
 class DistillConfig(_Strict):
