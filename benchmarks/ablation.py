@@ -249,9 +249,16 @@ def pooled(rec: dict, labels) -> float | None:
     return sum(rec[f"val_nme_io[{k}]"] * c for k, c in zip(labels, n) if c) / sum(n)
 
 
+# The finished rows' numbers, committed: runs/ is not kept from one session (or clone) to the
+# next, so a row trained once stays in the table; a row whose run folder is present is
+# measured again (and its record rewritten).
+RECORDS_ALL = Path("benchmarks/ablation-all.json")
+
+
 def table_all(out: Path, repeats: int) -> None:
+    stored = json.loads(RECORDS_ALL.read_text()) if RECORDS_ALL.exists() else {}
     recs = {name: best_epoch(RUNS_ALL / name) for name, _, _ in ROWS_ALL}
-    counts = next((r for r in recs.values() if r), {})
+    counts = next((r for r in [*recs.values(), *stored.values()] if r), {})
     n_of = {k: sum(counts.get(f"val_n[{x}]", 0) for x in v) for k, v in SOURCES_ALL.items()}
     n_yaw = {y: counts.get(f"val_n[{y}]", 0) for y in YAWS}
     lines = [
@@ -279,10 +286,15 @@ def table_all(out: Path, repeats: int) -> None:
     for name, what, sets in ROWS_ALL:
         cmd = "`" + shlex.join(command(name, sets, "all")) + "`"
         b = recs[name]
-        if b is None:
+        if b is not None:
+            params, ms = latency_ms(RUNS_ALL / name / "best.safetensors", repeats)
+            stored[name] = {**b, "params": params, "latency_ms": ms, "command": cmd}
+        elif name in stored and stored[name].get("command") == cmd:
+            b = stored[name]
+            params, ms = b["params"], b["latency_ms"]
+        else:
             lines.append(f"| {name} | {what} | not run |" + " |" * (3 + len(YAWS) + 5) + f" {cmd} |")
             continue
-        params, ms = latency_ms(RUNS_ALL / name / "best.safetensors", repeats)
         cells = [pooled(b, v) for v in SOURCES_ALL.values()] + [b.get(f"val_nme_io[{y}]") for y in YAWS]
         lines.append(f"| {name} | {what} | {b['val_nme_io']:.2f} | "
                      + " | ".join("" if c is None else f"{c:.2f}" for c in cells)
@@ -290,7 +302,8 @@ def table_all(out: Path, repeats: int) -> None:
                      f"{params / 1e6:.2f} | {ms:.2f} | {cmd} |")
         print(lines[-1], flush=True)
     write_keeping_reading(out, lines)
-    print(f"wrote {out}")
+    RECORDS_ALL.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {out} and {RECORDS_ALL}")
 
 
 def main(argv=None):
