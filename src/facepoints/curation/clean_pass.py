@@ -4,7 +4,6 @@ predictions (each sample predicted by a model that never saw it)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -13,6 +12,7 @@ import numpy as np
 from facepoints.data.crops import box_iou
 from facepoints.data.images import ImageError, image_size, read_image
 from facepoints.data.samples import Dataset, landmark_box
+from facepoints.data.splits import group_hash
 
 
 @dataclass
@@ -106,11 +106,6 @@ def matched_detections(ds: Dataset, detector, min_iou: float = 0.1, progress: bo
     return image_pass(ds, detector=detector, progress=progress, min_iou=min_iou).detections
 
 
-def _fold(group: str, k: int, seed: int) -> int:
-    h = hashlib.sha1(f"{seed}:{group}".encode()).digest()
-    return int.from_bytes(h[:8], "big") % k
-
-
 def out_of_fold_predictions(ds: Dataset, make_predictor: Callable[[Dataset], object], k: int = 5,
                             seed: int = 0, refine: int = 2, progress: bool = False,
                             start_boxes: np.ndarray | None = None) -> np.ndarray:
@@ -121,7 +116,7 @@ def out_of_fold_predictions(ds: Dataset, make_predictor: Callable[[Dataset], obj
     the other folds and return a ``Predictor``. Pass the result to
     ``score_dataset(..., predictions=...)``. Training k models is expensive: this is
     a hook, ``facepoints clean`` does not call it."""
-    folds = np.array([_fold(s.group, k, seed) for s in ds.samples])
+    folds = np.array([group_hash(s.group, seed) % k for s in ds.samples])
     out = np.full((len(ds), ds.scheme.num_points, 2), np.nan)
     for f in range(k):
         test = np.flatnonzero(folds == f)

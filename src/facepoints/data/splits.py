@@ -24,11 +24,15 @@ class Splits:
     repeats: list[int]  # per training sample
 
 
+def group_hash(group: str, seed: int) -> int:
+    """A stable 64-bit hash of (seed, group): what splits and folds are drawn by, so a
+    group's side never changes when other samples come or go."""
+    return int.from_bytes(hashlib.sha1(f"{seed}:{group}".encode()).digest()[:8], "big")
+
+
 def in_val(group: str, fraction: float, seed: int) -> bool:
-    """Is ``group`` held out? A hash of (seed, group), so a group's side never changes
-    when other samples come or go."""
-    h = hashlib.sha1(f"{seed}:{group}".encode()).digest()
-    return int.from_bytes(h[:8], "big") / 2**64 < fraction
+    """Is ``group`` held out? (:func:`group_hash`)"""
+    return group_hash(group, seed) / 2**64 < fraction
 
 
 def read_exclusions(path: str | None) -> set[str]:

@@ -252,8 +252,6 @@ def _teacher(cfg: TrainConfig, scheme, device: torch.device):
     landmarks in the student's normalised crop units. The teacher sees the same crop
     resampled to its own input size; with ``align_corners=True`` pixel centres 0 and
     s - 1 map onto 0 and t - 1, so normalised coordinates are the same in both."""
-    from facepoints.models.package import ModelFileError, load_model
-
     t, tinfo = load_model(cfg.distill.teacher)
     where = f"distill.teacher {cfg.distill.teacher}"
     if tinfo.landmark_scheme.num_points != scheme.num_points:
