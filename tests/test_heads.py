@@ -145,3 +145,40 @@ def test_a_pip_run_trains_and_saves_its_mean_shape_neighbours(tmp_path):
     assert model.head.neighbours.tolist() != ring
     # the nose tip's (30) neighbours in a mean face are nose points
     assert set(model.head.neighbours[30].tolist()) <= set(range(27, 36))
+
+
+def test_last_conv_false_puts_the_head_on_the_channels_before_the_final_expansion():
+    from facepoints.models.network import ModelBuildError, backbone_features
+
+    full, c_full = backbone_features("mobilenet_v3_small", False)
+    cut, c_cut = backbone_features("mobilenet_v3_small", False, last_conv=False)
+    assert (c_full, c_cut) == (576, 96) and len(cut) == len(full) - 1
+    x = torch.rand(1, 3, 64, 64)
+    assert cut(x).shape == (1, 96, 2, 2) and full(x).shape == (1, 576, 2, 2)
+    model = build_model("mobilenet_v3_small", 68, head="pip", input_size=64, last_conv=False).eval()
+    assert model.head.score.in_channels == 96 and model(x).shape == (1, 68, 2)
+    with pytest.raises(ModelBuildError, match="MobileNets"):
+        backbone_features("resnet18", False, last_conv=False)
+
+
+def test_a_run_without_the_last_conv_starts_from_a_full_trunk_and_saves_the_option(tmp_path):
+    from facepoints.models.package import load_model
+    from facepoints.training.config import load_config
+    from facepoints.training.loop import train
+    from test_training import tiny_config
+
+    pip = {"model.head": "pip", "loss.name": "l1", "max_steps": 1}
+    train(load_config(tiny_config(tmp_path), pip), progress=False)
+    start, _ = load_model(tmp_path / "run" / "final.safetensors")
+    cfg = load_config(tiny_config(tmp_path), {**pip, "output": str(tmp_path / "cut"), "model.last_conv": False,
+                                              "optim.lr": 1e-12, "optim.weight_decay": 0.0,
+                                              "model.init_from": str(tmp_path / "run" / "final.safetensors")})
+    train(cfg, progress=False)
+    cut, info = load_model(tmp_path / "cut" / "final.safetensors")  # rebuilt from the file alone
+    assert info.architecture().kwargs["last_conv"] is False and len(cut.trunk) == len(start.trunk) - 1
+    for (k, a), b in zip(start.trunk[:-1].named_parameters(), cut.trunk.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)
+    back = load_config(tiny_config(tmp_path), {**pip, "output": str(tmp_path / "back"),
+                                               "model.init_from": str(tmp_path / "cut" / "final.safetensors")})
+    with pytest.raises(ValueError, match="last_conv"):
+        train(back, progress=False)

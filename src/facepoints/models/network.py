@@ -30,8 +30,11 @@ class ModelBuildError(RuntimeError):
     pass
 
 
-def backbone_features(name: str, pretrained: bool) -> tuple[nn.Module, int]:
-    """The convolutional trunk of a torchvision classifier (no pooling, no classifier)."""
+def backbone_features(name: str, pretrained: bool, last_conv: bool = True) -> tuple[nn.Module, int]:
+    """The convolutional trunk of a torchvision classifier (no pooling, no classifier),
+    and its output channels. ``last_conv=False`` (MobileNets only) leaves out the final
+    1x1 expansion convolution (MobileNetV2: 320 -> 1280 channels): a head on the 320
+    channels before it costs far less at the same grid."""
     if name not in BACKBONES:
         raise ModelBuildError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
     weights_name, channels = BACKBONES[name]
@@ -43,9 +46,15 @@ def backbone_features(name: str, pretrained: bool) -> tuple[nn.Module, int]:
             "set model.pretrained: false, or put the weights in the torch hub cache"
         ) from e
     if name.startswith("resnet"):
+        if not last_conv:
+            raise ModelBuildError(f"{name} has no final expansion convolution to leave out (last_conv: false "
+                                  "is for the MobileNets)")
         trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
-    else:
+    elif last_conv:
         trunk = net.features
+    else:
+        trunk = net.features[:-1]
+        channels = net.features[-1][0].in_channels
     return trunk, channels
 
 
@@ -319,10 +328,11 @@ HEADS = ("regression", "heatmap", "pip")
 def build_model(backbone: str, num_points: int, head: str = "regression", pretrained: bool = False,
                 dropout: float = 0.0, coordconv: bool = False, input_size: int = 128,
                 heatmap_beta: float = 1.0, heatmap_decode: str = "soft", pip_neighbours: int = 10,
-                pip_stride: int = 32, pip_score_weight: float = 10.0) -> LandmarkNet:
+                pip_stride: int = 32, pip_score_weight: float = 10.0, last_conv: bool = True) -> LandmarkNet:
     """A landmark network in one call. ``input_size`` matters only to the heatmap and
-    PIP heads (to place their grid cells in the crop)."""
-    trunk, channels = backbone_features(backbone, pretrained)
+    PIP heads (to place their grid cells in the crop); ``last_conv``: see
+    :func:`backbone_features`."""
+    trunk, channels = backbone_features(backbone, pretrained, last_conv)
     if head == "regression":
         return LandmarkNet(trunk, RegressionHead(channels, num_points, dropout, coordconv))
     if head == "heatmap":

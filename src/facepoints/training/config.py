@@ -86,6 +86,8 @@ class ModelConfig(_Strict):
     pip_neighbours: int = Field(10, ge=1, le=64, description="PIP head: neighbours per landmark (mean shape)")
     pip_stride: Literal[32, 16] = Field(32, description="PIP head: grid stride (16: one deconvolution first)")
     pip_score_weight: float = Field(10.0, gt=0, description="PIP head: weight of the score-map MSE in its loss")
+    last_conv: bool = Field(True, description="MobileNets: keep the trunk's final 1x1 expansion convolution "
+                            "(MobileNetV2 320 -> 1280); false puts the head on the 320 channels before it (faster)")
     init_from: str | None = Field(None, description="start from this model file's weights (fine-tuning); "
                                   "same backbone; with another head, its trunk only")
     input_size: int = Field(128, ge=32, le=512)

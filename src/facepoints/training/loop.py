@@ -177,6 +177,8 @@ def architecture(cfg: TrainConfig, num_points: int) -> Architecture:
                                     else "local" if cfg.loss.name == "awing" else "soft")
     if m.head == "pip":
         kwargs.update(pip_neighbours=m.pip_neighbours, pip_stride=m.pip_stride, pip_score_weight=m.pip_score_weight)
+    if not m.last_conv:  # only when set, so that files made before the option read the same
+        kwargs["last_conv"] = False
     return Architecture(m.backbone, m.head, num_points, kwargs)
 
 
@@ -190,14 +192,21 @@ def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple
     fresh_head = True
     if m.init_from:
         start, start_info = load_model(m.init_from)
-        fresh_head = start_info.head != m.head
+        start_last_conv = start_info.architecture().kwargs.get("last_conv", True)
+        fresh_head = start_info.head != m.head or start_last_conv != m.last_conv
         if start_info.backbone != m.backbone or (not fresh_head
                                                  and start_info.landmark_scheme.num_points != data.scheme.num_points):
             raise ModelFileError(f"{m.init_from}: a {start_info.backbone}/{start_info.head} model with "
                                  f"{start_info.landmark_scheme.num_points} points cannot start a "
                                  f"{m.backbone}/{m.head} run with {data.scheme.num_points}")
         if fresh_head:  # another head: the trunk's weights only
-            model.trunk.load_state_dict(start.trunk.state_dict())
+            trunk = start.trunk
+            if start_last_conv and not m.last_conv:  # this run leaves out the start's final convolution
+                trunk = trunk[:-1]
+            elif m.last_conv and not start_last_conv:
+                raise ModelFileError(f"{m.init_from}: its trunk has no final expansion convolution "
+                                     "(last_conv: false); this run's needs one (set model.last_conv: false)")
+            model.trunk.load_state_dict(trunk.state_dict())
             if lead:
                 log.info("init_from %s: trunk only (its head is %s, this run's %s)", m.init_from, start_info.head, m.head)
         else:

@@ -1,0 +1,138 @@
+"""Per-face CPU time of the PIP-head candidates by input size, beside dlib, in one run.
+
+    python benchmarks/input_size.py [--sizes 112,128,144,160] [--images 60] [--out benchmarks/input_size.md]
+
+The accuracy campaign (issue 12) bounds the bundled models by dlib's per-face time
+(1 thread, ONNX Runtime, box given, flip included when on): the default at most 3x,
+the fast model at most 1x. Accuracy grows with the input size (benchmarks/ablation-all.md),
+so this measures what each size costs: MobileNetV2 + PIP head (stride 32, 10 neighbours,
+the network of `model.head: pip`), BatchNorm fused, exported to ONNX, run through
+``facepoints.load(..., detector=None, threads=1)`` on tight landmark boxes of 300-W
+validation photos, without and with flip, interleaved face by face with dlib's 68-point
+model on the same box so that the shared machine's noise hits all alike. The weights
+are untrained (time does not depend on them). Without ../shared/data, random images are
+used and dlib's column is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+import facepoints
+from facepoints.curation.labeling import dlib_landmarker
+from facepoints.data.images import read_image
+from facepoints.data.samples import landmark_box
+from facepoints.deploy.export import write_onnx
+from facepoints.evaluation.machine import cpu_name
+from facepoints.models.network import build_model
+from facepoints.models.package import ModelInfo
+from facepoints.optimize.fuse import fuse_batchnorm
+from facepoints.schemes import IBUG68
+from facepoints.training.config import load_config
+from facepoints.training.loop import make_splits
+
+
+def candidate(size: int, folder: Path, last_conv: bool = True) -> Path:
+    kw = {"input_size": size, "pip_neighbours": 10, "pip_stride": 32, "last_conv": last_conv}
+    model = build_model("mobilenet_v2", 68, head="pip", **kw).eval()
+    info = ModelInfo(scheme=IBUG68.to_dict(), backbone="mobilenet_v2", head="pip", input_size=size,
+                     crop_scale=1.25, recipe={"model_kwargs": kw})
+    path = folder / f"pip{size}-{int(last_conv)}.onnx"
+    write_onnx(fuse_batchnorm(model)[0], info, path)
+    return path
+
+
+def faces(n: int):
+    """(image, box) pairs: 300-W validation faces of configs/ablation-all.yaml, or random."""
+    try:
+        cfg = load_config("configs/ablation-all.yaml")
+        val = [s for s in make_splits(cfg).val if "300w" in str(s.image)][:n]
+    except Exception as e:  # no ../shared/data
+        print(f"no validation photos ({e.__class__.__name__}); random images instead")
+        rng = np.random.default_rng(0)
+        return [(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), np.array([200, 120, 440, 360.0]))
+                for _ in range(n)], False
+    return [(read_image(s.image), landmark_box(s.landmarks)) for s in val], True
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="112,128,144,160")
+    ap.add_argument("--without-last-conv", default="", help="sizes to time also with model.last_conv false "
+                    "(the head on MobileNetV2's 320 channels before its final 1x1 convolution)")
+    ap.add_argument("--images", type=int, default=60)
+    ap.add_argument("--out", default="benchmarks/input_size.md")
+    ap.add_argument("--note", default="", help="a sentence for the header (e.g. what else shared the CPU)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    nets = [(int(s), True) for s in args.sizes.split(",") if s]
+    nets += [(int(s), False) for s in args.without_last_conv.split(",") if s]
+    folder = Path(tempfile.mkdtemp())
+    runners = {}
+    for s, last in nets:
+        path = candidate(s, folder, last)
+        runners[(s, last, False)] = facepoints.load(path, detector=None, threads=1, flip=False)
+        runners[(s, last, True)] = facepoints.load(path, detector=None, threads=1, flip=True)
+    samples, real = faces(args.images)
+    dlib = None
+    if real:
+        try:
+            dlib = dlib_landmarker()
+        except ImportError:
+            print("dlib not installed: its column is skipped")
+    times = {k: [] for k in runners}
+    dlib_ms = []
+    for rep in range(3):  # the first pass warms up
+        for img, box in samples:
+            for k, p in runners.items():
+                t = time.perf_counter()
+                p.landmarks_in_boxes(img, box[None])
+                times[k].append(time.perf_counter() - t)
+            if dlib is not None:
+                t = time.perf_counter()
+                dlib(img, box, own_detector=False)
+                dlib_ms.append(time.perf_counter() - t)
+        if rep == 0:
+            times = {k: [] for k in times}
+            dlib_ms = []
+    ms = {k: float(np.median(v) * 1000) for k, v in times.items()}
+    ref = float(np.median(dlib_ms) * 1000) if dlib_ms else None
+    lines = ["# Per-face CPU time of the PIP-head networks by input size, beside dlib",
+             "",
+             f"Generated {datetime.date.today()} by `python benchmarks/input_size.py --sizes {args.sizes} "
+             + (f"--without-last-conv {args.without_last_conv} " if args.without_last_conv else "")
+             + f"--images {args.images}` on {cpu_name()} (2 shared cores, 1 thread used).",
+             "",
+             f"MobileNetV2 + PIP head (stride 32, 10 neighbours), BatchNorm fused, ONNX Runtime, 1 thread, "
+             f"{len(samples)} {'300-W validation faces (tight landmark box given)' if real else 'random images'}; "
+             "median of 2 timed passes after a warm-up pass, every network and dlib interleaved face by face. "
+             "Includes the crop and the mapping back to the image, as `Predictor.landmarks_in_boxes` runs them. "
+             "Bars (issue 12): default model with flip at most 3x dlib, fast model at most 1x." +
+             (f" {args.note}" if args.note else ""),
+             "",
+             "| input px | grid | head on | ms per face | ratio to dlib | ms per face + flip | ratio to dlib |",
+             "|---:|---:|---|---:|---:|---:|---:|"]
+    for s, last in nets:
+        g = -(-s // 32)
+        a, b = ms[(s, last, False)], ms[(s, last, True)]
+        r0, r1 = (f"{a / ref:.2f}x", f"{b / ref:.2f}x") if ref else ("-", "-")
+        on = "1280 channels (last_conv: true)" if last else "320 channels (last_conv: false)"
+        lines.append(f"| {s} | {g} x {g} | {on} | {a:.2f} | {r0} | {b:.2f} | {r1} |")
+    if ref:
+        lines.append(f"| dlib 68-point ERT | - | - | {ref:.2f} | 1.00x | - | - |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
