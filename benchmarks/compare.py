@@ -51,6 +51,23 @@ from facepoints.training.config import load_config
 from facepoints.training.loop import make_splits
 
 
+ADULT_300W = "300-W val (AFW, HELEN and LFPW photos held out)"
+
+
+def validation_subsets(samples) -> dict[str, list]:
+    """The validation faces by kind: adult 300-W photos, infant photos (InfAnFace, a
+    300-W-format folder named ``infanface``), YTF persons; empty ones are left out."""
+    def infant(s):
+        return "infanface" in s.attributes["source"].lower()
+
+    subsets = {
+        ADULT_300W: [s for s in samples if s.attributes["source"].startswith("300w:") and not infant(s)],
+        "InfAnFace val (infant images held out)": [s for s in samples if infant(s)],
+        "YTF val (persons held out)": [s for s in samples if s.attributes["source"].startswith("ytf:")],
+    }
+    return {k: v for k, v in subsets.items() if v}
+
+
 def dlib_runner():
     """dlib's 68-point model called with a tight landmark box (mapped to dlib's box
     convention, or with ``own_detector`` its own HOG box of that face), or None
@@ -297,10 +314,7 @@ def main():
 
     cfg = load_config(args.config)
     val = make_splits(cfg).val
-    subsets = {
-        "300-W val (AFW + HELEN photos held out)": [s for s in val.samples if s.attributes["source"].startswith("300w:")],
-        "YTF val (persons held out)": [s for s in val.samples if s.attributes["source"].startswith("ytf:")],
-    }
+    subsets = validation_subsets(val.samples)
     variants = {
         "facepoints, no flip (GT box)": dict(refine=0, flip=False),
         "facepoints + flip TTA (GT box)": dict(refine=0, flip=True),
@@ -345,7 +359,7 @@ def main():
         print("\n".join(lines[start:]), flush=True)
 
     if args.speed_images:
-        lines += speed(args, subsets["300-W val (AFW + HELEN photos held out)"][: args.speed_images], dlib, mp)
+        lines += speed(args, subsets[ADULT_300W][: args.speed_images], dlib, mp)
     if mp is not None:
         mp.close()
     head = [
