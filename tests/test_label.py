@@ -49,7 +49,13 @@ def test_video_frames_and_min_confidence(tmp_path):
     assert r.exit_code == 0, r.output
     ds = read_dataset(f"csv:{out}")
     assert sorted(ds.ids()) == ["clip_f000000_1.jpg", "clip_f000003_1.jpg"]
-    np.testing.assert_allclose(ds.samples[0].landmarks, ds.samples[1].landmarks, atol=1.0)
+    # the same picture twice; MJPG decoding differs by a few grey levels and the box by a
+    # pixel, so the points agree closely but not exactly (the bundled model: 0.7 px on
+    # average, 1.2 % of the 59 px inter-ocular distance; a frame labelled from another
+    # frame's landmarks or the wrong face would be tens of percent off)
+    a, b = ds.samples[0].landmarks, ds.samples[1].landmarks
+    iod = np.linalg.norm(a[36] - a[45])
+    assert np.linalg.norm(a - b, axis=1).mean() < 0.02 * iod and np.abs(a - b).max() < 0.06 * iod
     r = runner.invoke(app, ["label", str(video), "--every", "3", "--min-confidence", "1.01",
                             "--out", f"300w:{tmp_path / 'none'}"])
     assert r.exit_code == 0 and "2 below --min-confidence left out" in r.output

@@ -131,7 +131,10 @@ def test_export_cli_int8_on_the_bundled_model(tmp_path):
     r = runner.invoke(app, ["export", "--format", "onnx", "--int8", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "int8" in r.output and "NME change" in r.output and "max landmark difference" in r.output
-    assert out.is_file() and out.stat().st_size < 4e6
+    from facepoints.models.info import BUNDLED_ONNX
+
+    # int8 weights: about a quarter of the fp32 export (plus scales and the graph)
+    assert out.is_file() and out.stat().st_size < 0.35 * BUNDLED_ONNX["default"].stat().st_size
     pred = facepoints.load(out)
     assert pred.info.precision == "int8" and pred.flip  # the model's inference recipe survives
     faces = pred.predict(EXAMPLES / "astronaut.jpg")
