@@ -152,11 +152,11 @@ def test_bad_arguments_give_clear_errors(tmp_path):
 
 
 def test_fast_model_by_name_follows_the_default_model():
-    """`--model fast` / load("fast"): the bundled 80 px model, on the same boxes, lands
+    """`--model fast` / load("fast"): the bundled 96 px model, on the same boxes, lands
     near the default model's points on the example photos (it is less accurate, not
     something else)."""
     default, fast = facepoints.load(detector=None), facepoints.load("fast", detector=None)
-    assert fast.info.input_size == 80 and not fast.flip
+    assert fast.info.input_size == 96 and not fast.flip
     for photo in PHOTOS:
         img = read_image(photo)
         for face in facepoints.load().predict(img):

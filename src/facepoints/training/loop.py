@@ -208,7 +208,8 @@ def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple
                                      "(last_conv: false); this run's needs one (set model.last_conv: false)")
             model.trunk.load_state_dict(trunk.state_dict())
             if lead:
-                log.info("init_from %s: trunk only (its head is %s, this run's %s)", m.init_from, start_info.head, m.head)
+                log.info("init_from %s: trunk only (its head is %s on last_conv %s, this run's %s on last_conv %s)",
+                         m.init_from, start_info.head, start_last_conv, m.head, m.last_conv)
         else:
             model.load_state_dict(start.state_dict())
     if fresh_head:
