@@ -50,16 +50,21 @@ def candidate(size: int, folder: Path, last_conv: bool = True) -> Path:
     return path
 
 
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_300W = ROOT.parent / "shared" / "data" / "300w"  # where configs/ablation-all.yaml reads 300-W
+
+
 def faces(n: int):
-    """(image, box) pairs: 300-W validation faces of configs/ablation-all.yaml, or random."""
-    try:
-        cfg = load_config("configs/ablation-all.yaml")
-        val = [s for s in make_splits(cfg).val if "300w" in str(s.image)][:n]
-    except Exception as e:  # no ../shared/data
-        print(f"no validation photos ({e.__class__.__name__}); random images instead")
+    """(image, box) pairs: 300-W validation faces of configs/ablation-all.yaml, or random
+    images when ../shared/data is not there (any other failure is raised, not hidden)."""
+    if not SHARED_300W.is_dir():
+        print(f"no {SHARED_300W}: random images instead")
         rng = np.random.default_rng(0)
         return [(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), np.array([200, 120, 440, 360.0]))
                 for _ in range(n)], False
+    cfg = load_config(ROOT / "configs" / "ablation-all.yaml")
+    val = [s for s in make_splits(cfg).val if s.attributes["source"].startswith("300w:")
+           and "infanface" not in s.attributes["source"]][:n]
     return [(read_image(s.image), landmark_box(s.landmarks)) for s in val], True
 
 
