@@ -189,6 +189,13 @@ def mediapipe_rows(mp, samples, images, boxes, gt) -> list[str]:
 FAST = "fast model (--fast-model)"
 
 
+def pipeline(p) -> str:
+    """How a predictor runs the whole image, in words."""
+    det = p.detector
+    where = "BlazeFace (128 px)" if det.name == "blazeface" else f"YuNet at {det.max_side or 'full'} px"
+    return f"{where}, {'flip' if p.flip else 'no flip'}, refine {p.refine}"
+
+
 def speed(args, samples, dlib, mp=None) -> list[str]:
     """ms per face (box given) and per image (detector + landmarks), 1 thread."""
     import cv2
@@ -222,23 +229,25 @@ def speed(args, samples, dlib, mp=None) -> list[str]:
     }
     per_image = {
         "facepoints: YuNet + ONNX Runtime, flip TTA, refine 1 (the CLI default)":
-            facepoints.load(onnx_path, threads=1, flip=True, refine=1),
+            facepoints.load(onnx_path, detector="yunet", threads=1, flip=True, refine=1),
         "facepoints: YuNet + ONNX Runtime, no flip, refine 0 (fastest)":
-            facepoints.load(onnx_path, threads=1, flip=False, refine=0),
+            facepoints.load(onnx_path, detector="yunet", threads=1, flip=False, refine=0),
     }
     for n in args.detect_sizes:
         per_image[f"facepoints: YuNet at {n} px + ONNX Runtime, flip TTA, refine 1 (--detect-size {n})"] = \
-            facepoints.load(onnx_path, threads=1, flip=True, refine=1, detect_size=n)
+            facepoints.load(onnx_path, detector="yunet", threads=1, flip=True, refine=1, detect_size=n)
         per_image[f"facepoints: YuNet at {n} px + ONNX Runtime, no flip, refine 0"] = \
-            facepoints.load(onnx_path, threads=1, flip=False, refine=0, detect_size=n)
+            facepoints.load(onnx_path, detector="yunet", threads=1, flip=False, refine=0, detect_size=n)
     if args.fast_model:
         fast_onnx = onnx_of(args.fast_model)[3]
         per_face[f"{FAST} ONNX Runtime fp32"] = facepoints.load(fast_onnx, detector=None, threads=1, flip=False)
+        own = facepoints.load(fast_onnx, threads=1)
+        per_image[f"{FAST}: as it runs by default ({pipeline(own)})"] = own
         per_image[f"{FAST}: YuNet + ONNX Runtime, no flip, refine 0"] = facepoints.load(
-            fast_onnx, threads=1, flip=False, refine=0)
+            fast_onnx, detector="yunet", threads=1, flip=False, refine=0)
         for n in args.detect_sizes:
             per_image[f"{FAST}: YuNet at {n} px + ONNX Runtime, no flip, refine 0"] = facepoints.load(
-                fast_onnx, threads=1, flip=False, refine=0, detect_size=n)
+                fast_onnx, detector="yunet", threads=1, flip=False, refine=0, detect_size=n)
     times = {k: [] for k in [*per_face, *per_image]}
     dlib_face, dlib_image, mp_image = [], [], []
     for rep in range(2):  # the first pass warms up; only the second is timed
@@ -340,12 +349,16 @@ def main():
             t = time.perf_counter()
             pred = np.stack([p.landmarks_in_boxes(img, b[None])[0] for img, b in zip(images, boxes)])
             lines.append(row(name, pred, gt, time.perf_counter() - t))
-        for n in [None, *args.detect_sizes]:  # the whole pipeline: detector box, refine 1, flip TTA
-            p = facepoints.load(args.model, threads=1, detect_size=n)
+        whole = [(f"facepoints, YuNet at {n or 960} px + refine 1 + flip (whole image)",
+                  facepoints.load(args.model, detector="yunet", threads=1, detect_size=n))
+                 for n in [None, *args.detect_sizes]]  # the whole pipeline: detector box, refine 1, flip TTA
+        if args.fast_model:
+            own = facepoints.load(args.fast_model, threads=1)
+            whole.append((f"{FAST}, as it runs by default: {pipeline(own)} (whole image)", own))
+        for name, p in whole:
             t = time.perf_counter()
             ev = evaluate(Dataset(title, IBUG68, samples), p, use_detector=True)
-            lines.append(row(f"facepoints, YuNet at {n or p.detector.max_side} px + refine 1 + flip (whole image)",
-                             ev.predictions, gt, time.perf_counter() - t) + " (ms include detection)")
+            lines.append(row(name, ev.predictions, gt, time.perf_counter() - t) + " (ms include detection)")
         if dlib is not None:
             t = time.perf_counter()
             pred = np.stack([dlib(img, b, own_detector=False) for img, b in zip(images, boxes)])

@@ -1,10 +1,11 @@
-"""Whole image -> landmarks: the inference pipeline (detector input size, refinement,
-flip) against MediaPipe Face Mesh, by recall, NME and time per image, including small
-faces, in one run.
+"""Whole image -> landmarks: the inference pipeline (detector and its input size,
+refinement, flip) against MediaPipe Face Mesh, by recall, NME and time per image,
+including small faces, in one run. Detectors: YuNet at ``--detect-sizes`` and BlazeFace
+(MediaPipe's own detector, 128 px), each with the bundled default and fast models.
 
     python benchmarks/whole_image.py [--limit 60] [--scales 1,0.5,0.25,0.125] [--out benchmarks/whole_image.md]
 
-Images: the held-out 300-W photos of ``configs/default.yaml``'s split (the bundled models
+Images: the held-out 300-W photos of ``configs/default-pip.yaml``'s split (the bundled models
 never trained on them), each pasted at ``--scales`` of its size on a mid-grey 960 x 720
 canvas (scale 1: the photo as it is, up to 400 px), so that the face's inter-ocular
 distance shrinks with the scale: the smallest face found is read off the table. A face
@@ -72,10 +73,12 @@ def matched(faces_pts, gt) -> np.ndarray | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
+    ap.add_argument("--config", default=str(ROOT / "configs" / "default-pip.yaml"),
+                    help="whose validation split the photos come from (the bundled models' training config)")
     ap.add_argument("--limit", type=int, default=60)
     ap.add_argument("--scales", default="1,0.5,0.25,0.125")
-    ap.add_argument("--detect-sizes", default="960,320,192,160,128")
+    ap.add_argument("--detect-sizes", default="960,320,160,128", help="YuNet input sizes to try")
+    ap.add_argument("--busy", action="store_true", help="say in the report that other work shared the CPU")
     ap.add_argument("--no-mediapipe", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "whole_image.md")
     args = ap.parse_args(argv)
@@ -99,21 +102,21 @@ def main(argv=None) -> int:
     sizes = [int(x) for x in args.detect_sizes.split(",")]
     val = [s for s in make_splits(load_config(args.config)).val.samples if s.attributes["source"].startswith("300w")]
     items = canvases(val[:args.limit], scales)
+    from compare import MediaPipeWorker, pipeline
+
     methods = {}
-    for n in sizes:
-        methods[f"fast, YuNet at {n} px, no flip, refine 0"] = facepoints.load("fast", detect_size=n, refine=0, flip=False)
-    for n in sizes[-2:]:
-        methods[f"fast, YuNet at {n} px, no flip, refine 1"] = facepoints.load("fast", detect_size=n, refine=1, flip=False)
-    fast = facepoints.load("fast")
-    methods[f"fast, as it runs by default (YuNet at {fast.detect_size or 960} px, "
-            f"{'flip' if fast.flip else 'no flip'}, refine {fast.refine})"] = fast
-    for n in sizes[:1] + sizes[-1:]:
-        methods[f"default, YuNet at {n} px, flip + refine 1 (its defaults at 960)"] = facepoints.load(detect_size=n)
-        methods[f"default, YuNet at {n} px, no flip, refine 0"] = facepoints.load(detect_size=n, refine=0, flip=False)
+    for model in ("fast", "default"):
+        own = facepoints.load(model)
+        methods[f"{model}, as it runs by default ({pipeline(own)})"] = own
+        for n in sizes:
+            for refine, flip in ((0, False), (1, own.flip)):
+                p = facepoints.load(model, detector="yunet", detect_size=n, refine=refine, flip=flip)
+                methods.setdefault(f"{model}, {pipeline(p)}", p)
+        for refine, flip in ((0, False), (1, own.flip)):
+            p = facepoints.load(model, detector="blazeface", refine=refine, flip=flip)
+            methods.setdefault(f"{model}, {pipeline(p)}", p)
     mp = None
     if not args.no_mediapipe and (ROOT / ".venv-mediapipe" / "bin" / "python").exists():
-        from compare import MediaPipeWorker
-
         mp = MediaPipeWorker(ROOT / ".venv-mediapipe" / "bin" / "python", 10)
     tmp = Path(tempfile.mkdtemp(prefix="facepoints-whole-"))
     names = [*methods] + (["MediaPipe Face Mesh 0.10.21 (468 -> 68), its own detector"] if mp else [])
@@ -140,8 +143,9 @@ def main(argv=None) -> int:
     iod = {sc: np.median([np.linalg.norm(gt[36] - gt[45]) for s2, _, gt in items if s2 == sc]) for sc in scales}
     cmd = "python benchmarks/whole_image.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     lines = ["# Whole image -> landmarks: detector size, pipeline, small faces, against MediaPipe", "",
-             f"`{cmd}` on {datetime.date.today()}, {cpu_name()} ({platform.machine()}), 2 shared CPU cores "
-             f"(a training run used both meanwhile: read the ratios). {len(val[:args.limit])} held-out 300-W photos "
+             f"`{cmd}` on {datetime.date.today()}, {cpu_name()} ({platform.machine()}), 2 CPU cores "
+             + ("(a training run used both meanwhile: read the ratios). " if args.busy else "(nothing else running). ")
+             + f"{len(val[:args.limit])} held-out 300-W photos "
              f"of `{Path(args.config).name}`'s split, each at scales {', '.join(map(str, scales))} (below 1: pasted on "
              f"a {CANVAS[1]} x {CANVAS[0]} grey canvas). Median inter-ocular distance per scale: "
              + ", ".join(f"{sc}: {iod[sc]:.0f} px" for sc in scales) + ". Found: a face whose landmark box has IoU > 0.3 "

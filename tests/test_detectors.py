@@ -186,9 +186,9 @@ def test_detector_to_landmark_box_uses_measured_constants(name):
 
 
 def test_registry_and_unknown_name():
-    assert list(DETECTORS) == ["yunet", "dlib-hog", "haar"]
+    assert list(DETECTORS) == ["yunet", "blazeface", "dlib-hog", "haar"]
     assert D.DEFAULT_DETECTOR == "yunet"
-    with pytest.raises(ValueError, match="unknown face detector 'mtcnn'.*yunet, dlib-hog, haar"):
+    with pytest.raises(ValueError, match="unknown face detector 'mtcnn'.*yunet, blazeface, dlib-hog, haar"):
         get_detector("mtcnn")
     det = get_detector("YuNet", score_threshold=0.7)
     assert det.name == "yunet" and det.score_threshold == 0.7 and isinstance(det, FaceDetector)
@@ -201,11 +201,57 @@ def test_dlib_missing_gives_install_hint(monkeypatch):
         get_detector("dlib-hog")
 
 
-@pytest.mark.parametrize("name", ["yunet", "haar", pytest.param("dlib-hog", marks=pytest.mark.skipif(
+@pytest.mark.parametrize("name", ["yunet", "blazeface", "haar", pytest.param("dlib-hog", marks=pytest.mark.skipif(
     not HAVE_DLIB, reason="dlib not installed"))])
 def test_blank_image_has_no_faces(name):
     d = get_detector(name).detect(np.full((120, 160, 3), 128, np.uint8))
     assert len(d) == 0 and d.boxes.shape == (0, 4) and d.scores.shape == (0,)
+
+
+# ---------------------------------------------------------------------- BlazeFace
+
+
+def test_blazeface_anchors_follow_mediapipe_layout():
+    a = D.blazeface_anchors(128)
+    assert a.shape == (896, 2)
+    # stride 8: 16 x 16 cells, 2 anchors each, row by row; then stride 16: 8 x 8 cells, 6 each
+    np.testing.assert_allclose(a[0], a[1])
+    np.testing.assert_allclose(a[0], [0.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(a[2], [1.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(a[32], [0.5 / 16, 1.5 / 16])
+    np.testing.assert_allclose(a[511], [15.5 / 16, 15.5 / 16])
+    np.testing.assert_allclose(a[512:518], [[0.5 / 8, 0.5 / 8]] * 6)
+    np.testing.assert_allclose(a[-1], [7.5 / 8, 7.5 / 8])
+
+
+def test_weighted_nms_merges_overlaps_by_score():
+    boxes = np.array([[0, 0, 10, 10], [2, 0, 12, 10], [50, 50, 60, 60]], np.float64)
+    scores = np.array([0.6, 0.9, 0.7])
+    points = np.array([[[1, 1]], [[3, 1]], [[55, 55]]], np.float64)
+    b, s, p = D.weighted_nms(boxes, scores, points, iou=0.3)
+    # the first two overlap (IoU 8/12): one face at their score-weighted mean, best score kept
+    np.testing.assert_allclose(s, [0.9, 0.7])
+    np.testing.assert_allclose(b[0], [0.4 * 0 + 0.6 * 2, 0, 0.4 * 10 + 0.6 * 12, 10])
+    np.testing.assert_allclose(p[0], [[0.4 * 1 + 0.6 * 3, 1]])
+    np.testing.assert_allclose(b[1], boxes[2])
+    b, s, p = D.weighted_nms(boxes[:0], scores[:0], points[:0], iou=0.3)
+    assert b.shape == (0, 4) and s.shape == (0,) and p.shape == (0, 1, 2)
+
+
+def test_blazeface_agrees_with_yunet_on_the_example_photos():
+    from facepoints.data.images import read_image
+
+    blaze, yunet = get_detector("blazeface"), get_detector("yunet")
+    for name, n in (("obama_portrait.jpg", 1), ("two_faces_composite.jpg", 2)):
+        img = read_image(EXAMPLES / name)
+        b, y = blaze.detect(img), yunet.detect(img)
+        assert len(b) == len(y) == n, name
+        assert b.keypoints.shape == (n, 6, 2)
+        for box in blaze.to_landmark_box(b.boxes):  # each calibrated box matches one of YuNet's
+            assert max(iou(box, t) for t in yunet.to_landmark_box(y.boxes)) > 0.7, name
+        # its keypoints (eyes first) lie inside its own box
+        k = b.keypoints[0]
+        assert ((k[:4] >= b.boxes[0, :2]) & (k[:4] <= b.boxes[0, 2:])).all()
 
 
 # ---------------------------------------------------------------------- real data
@@ -278,3 +324,21 @@ def test_a_model_file_can_recommend_the_detector_size(tmp_path):
     p = facepoints.load(tmp_path / "m.safetensors", runtime="torch")
     assert p.detect_size == 200 and p.detector.max_side == 200
     assert facepoints.load(tmp_path / "m.safetensors", runtime="torch", detect_size=640).detector.max_side == 640
+
+
+def test_a_model_file_can_recommend_the_detector(tmp_path):
+    from facepoints.inference.predictor import Predictor
+    from facepoints.inference.runtime import OnnxRunner, onnx_file
+    from facepoints.training.config import InferenceConfig
+
+    run = OnnxRunner(onnx_file("fast"))
+    info = run.info()
+    info.recipe = {**info.recipe, "inference": {**info.recipe.get("inference", {}), "detector": "blazeface",
+                                                "detect_size": None}}
+    assert Predictor(run, info).detector.name == "blazeface"  # "auto": the file's choice
+    assert Predictor(run, info, detector="yunet").detector.name == "yunet"  # the caller's wins
+    info.recipe["inference"].pop("detector")
+    assert Predictor(run, info).detector.name == "yunet"  # nothing recommended: YuNet
+    with pytest.raises(ValueError, match="unknown face detector 'mtcnn'"):
+        InferenceConfig(detector="mtcnn")
+    assert InferenceConfig(detector=" BlazeFace ").detector == "blazeface"

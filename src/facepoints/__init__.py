@@ -13,7 +13,7 @@ from facepoints.version import __version__
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
-def load(model=None, detector: str | object | None = "yunet", device: str = "cpu", runtime: str = "auto",
+def load(model=None, detector: str | object | None = "auto", device: str = "cpu", runtime: str = "auto",
          threads: int | None = None, **kw):
     """A ready ``Predictor``: the bundled default model unless ``model`` is given (a model
     file, or a bundled model by name: "default", "fast"). Bundled models and ``.onnx``
@@ -21,7 +21,8 @@ def load(model=None, detector: str | object | None = "yunet", device: str = "cpu
     the face detector's threads, 1 by default); a ``.safetensors`` file needs the training install (PyTorch): it is
     exported once and cached (``runtime="auto"``), or kept in PyTorch (``runtime="torch"``,
     or ``device="cuda"``). Other keywords go to :class:`~facepoints.inference.predictor.Predictor`
-    (``refine``, ``flip``, ``detect_size``)."""
+    (``refine``, ``flip``, ``detect_size``). ``detector``: a name, a detector object, None
+    (boxes given to ``predict``), or "auto": the one the model file recommends, else YuNet."""
     from facepoints.inference.predictor import Predictor
     from facepoints.inference.runtime import OnnxRunner, onnx_file
 

@@ -20,8 +20,11 @@ FlipOpt = typer.Option(None, "--flip/--no-flip",
 ModelOpt = typer.Option(None, "--model", "-m", help="model file (.safetensors), or a bundled model by name: default "
                         "(used when not given) or fast")
 DetectSizeOpt = typer.Option(None, "--detect-size", min=32,
-                             help="the face detector sees the image downscaled to this longest side (default 960): "
+                             help="the face detector sees the image downscaled to this longest side (default: as the "
+                                  "model file recommends, else 960; BlazeFace's network always sees 128 px): "
                                   "smaller is faster, but misses small faces (benchmarks/detectors.md)")
+DetectorOpt = typer.Option("auto", help="face detector: auto (the model file's choice: blazeface for the fast model, "
+                           "yunet otherwise), yunet, blazeface, dlib-hog, haar")
 
 
 class _StderrLog(logging.Handler):
@@ -89,7 +92,7 @@ def predict(
     model: Optional[Path] = ModelOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write NAME.png (annotated) and NAME.json per image here"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object per image (JSON lines) on stdout"),
-    detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
+    detector: str = DetectorOpt,
     detect_size: Optional[int] = DetectSizeOpt,
     threads: int = typer.Option(1, min=1, help="CPU threads for the network"),
     flip: Optional[bool] = FlipOpt,
@@ -328,7 +331,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8000, help="TCP port"),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="model file (.safetensors or .onnx), or a bundled model by name (default, fast)"),
-    detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
+    detector: str = DetectorOpt,
     detect_size: Optional[int] = DetectSizeOpt,
     threads: int = typer.Option(1, min=1, help="CPU threads per inference"),
     max_concurrency: int = typer.Option(2, min=1, help="images decoded and run at the same time"),
@@ -567,7 +570,7 @@ def track(
     smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="One Euro smoothing of each face's landmarks"),
     min_cutoff: float = typer.Option(0.5, help="One Euro: cutoff for a still face, Hz (lower: steadier, more lag)"),
     beta: float = typer.Option(30.0, help="One Euro: cutoff rise per face size per second of speed (higher: less lag)"),
-    detector: str = typer.Option("yunet", help="face detector: yunet, dlib-hog, haar"),
+    detector: str = DetectorOpt,
     detect_size: Optional[int] = DetectSizeOpt,
     threads: int = typer.Option(1, min=1, help="CPU threads for the network"),
     flip: Optional[bool] = FlipOpt,

@@ -75,6 +75,7 @@ DETECTOR_CALIBRATIONS = {
     "yunet": BoxCalibration(dx=0.009, dy=0.1288, sw=1.0355, sh=0.7616),
     "dlib-hog": BoxCalibration(dx=-0.0168, dy=0.0879, sw=0.9769, sh=0.9357),
     "haar": BoxCalibration(dx=-0.014, dy=0.1488, sw=0.8862, sh=0.8594),
+    "blazeface": BoxCalibration(dx=0.0014, dy=0.0502, sw=0.9639, sh=0.933),
 }
 
 

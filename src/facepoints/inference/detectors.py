@@ -12,6 +12,8 @@ Every detector works offline with weights shipped inside a PyPI package:
 name       class                          package
 ========== ============================== ==========================================
 yunet      :class:`YuNetDetector`         ``yuface`` (libfacedetection), default
+blazeface  :class:`BlazeFaceDetector`     MediaPipe's short-range BlazeFace as ONNX,
+                                          shipped in ``facepoints/weights`` (Apache 2.0)
 dlib-hog   :class:`DlibHogDetector`       ``dlib-bin`` (optional, lazy import)
 haar       :class:`HaarDetector`          OpenCV's bundled Haar cascades
 ========== ============================== ==========================================
@@ -26,14 +28,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
 from facepoints.data.calibration import DETECTOR_CALIBRATIONS, BoxCalibration
+from facepoints.data.crops import box_iou
 
 __all__ = [
+    "BlazeFaceDetector",
     "BoxCalibration",
     "DETECTORS",
     "DEFAULT_DETECTOR",
@@ -56,8 +61,9 @@ class Detections:
     ``boxes``: ``(K, 4)`` float32 ``x0, y0, x1, y1`` in image pixels, in the
     detector's own convention (see :meth:`FaceDetector.to_landmark_box`).
     ``scores``: ``(K,)`` float32 in 0..1, sorted descending.
-    ``keypoints``: ``(K, 5, 2)`` float32 (eyes, nose tip, mouth corners as the
-    detector orders them) when the detector gives them, else ``None``.
+    ``keypoints``: ``(K, N, 2)`` float32 when the detector gives them, else ``None``
+    (YuNet: 5, eyes, nose tip, mouth corners; BlazeFace: 6, eyes, nose tip, mouth
+    centre, ear tragions; each as the detector orders them).
     """
 
     boxes: np.ndarray
@@ -308,6 +314,111 @@ class YuNetDetector(_Detector):
         return boxes, scores[keep], kps
 
 
+def blazeface_anchors(size: int = 128, strides=(8, 16, 16, 16), per_layer: int = 2) -> np.ndarray:
+    """Anchor centres ``(N, 2)`` in 0..1 of MediaPipe's SSD anchor generator as the
+    short-range face detector configures it (fixed anchor size, offset 0.5; layers of
+    one stride share their grid): 16 x 16 x 2 + 8 x 8 x 6 = 896 for 128 px."""
+    out, i = [], 0
+    while i < len(strides):
+        j = i
+        while j < len(strides) and strides[j] == strides[i]:
+            j += 1
+        n = math.ceil(size / strides[i])
+        ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
+        grid = np.stack([xs.ravel(), ys.ravel()], 1)
+        out.append(np.repeat(grid, per_layer * (j - i), axis=0))
+        i = j
+    return np.concatenate(out).astype(np.float32)
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray, iou: float) -> tuple:
+    """MediaPipe's WEIGHTED non-maximum suppression: the best remaining box takes every
+    box overlapping it by more than ``iou`` (itself included) and becomes their
+    score-weighted mean (its keypoints too), keeping the best score."""
+    order = np.argsort(-scores, kind="stable")
+    boxes, scores, points = boxes[order], scores[order], points[order]
+    keep_b, keep_s, keep_p = [], [], []
+    left = np.ones(len(boxes), bool)
+    for i in range(len(boxes)):
+        if not left[i]:
+            continue
+        group = left & (box_iou(boxes, boxes[i]) > iou)
+        group[i] = True
+        wgt = scores[group] / scores[group].sum()
+        keep_b.append(wgt @ boxes[group])
+        keep_p.append(np.tensordot(wgt, points[group], 1))
+        keep_s.append(scores[i])
+        left &= ~group
+    if not keep_b:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0,) + points.shape[1:], np.float32)
+    return np.stack(keep_b), np.asarray(keep_s, np.float32), np.stack(keep_p)
+
+
+class BlazeFaceDetector(_Detector):
+    """MediaPipe's short-range BlazeFace (Bazarevsky et al. 2019, arXiv 1907.05047), the
+    detector in front of MediaPipe Face Mesh, converted to ONNX
+    (``tools/convert_blazeface.py``) and run by ONNX Runtime: 128 x 128 input, faces
+    within about 2 m of the camera (about a fifth of the image side and up). Decoded as
+    MediaPipe does: 896 anchors, sigmoid scores, weighted NMS at IoU 0.3.
+
+    ``max_side``: the image is downscaled to fit before being letterboxed (zero border)
+    into the 128 px square; the default, 128, is the network's own input.
+    ``score_threshold``: MediaPipe's ``min_detection_confidence`` (0.5).
+    ``threads``: ONNX Runtime intra-op threads (1).
+    """
+
+    name = "blazeface"
+    SIZE = 128
+    # Measured by `python benchmarks/detectors.py` on 300-W AFW, as for YuNet.
+    calibration = DETECTOR_CALIBRATIONS["blazeface"]
+
+    def __init__(self, score_threshold: float = 0.5, max_side: int | None = 128, pad: float = 0.0,
+                 pad_mode: str = "auto", threads: int | None = 1, nms_iou: float = 0.3):
+        super().__init__(max_side=max_side, pad=pad, pad_mode=pad_mode)
+        import onnxruntime as ort  # a hard dependency, imported late to keep `import facepoints` light
+
+        path = Path(__file__).resolve().parents[1] / "weights" / "blazeface_short_range.onnx"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the BlazeFace detector's ONNX file is missing "
+                                    "(made by tools/convert_blazeface.py)")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or 1)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self._anchors = blazeface_anchors(self.SIZE)
+        self.score_threshold = float(score_threshold)
+        self.threads = threads
+        self.nms_iou = float(nms_iou)
+
+    def _raw(self, image_rgb):
+        s = self.SIZE
+        h, w = image_rgb.shape[:2]
+        k = s / max(h, w)
+        img = image_rgb
+        if k != 1.0:
+            img = downscale(img, max(1, round(w * k)), max(1, round(h * k))) if k < 1 else \
+                cv2.resize(img, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_LINEAR)
+        nh, nw = img.shape[:2]
+        top, left = (s - nh) // 2, (s - nw) // 2
+        square = np.zeros((s, s, 3), np.uint8)
+        square[top:top + nh, left:left + nw] = img
+        x = square.transpose(2, 0, 1)[None].astype(np.float32) * np.float32(2 / 255) - np.float32(1)
+        reg, cls = self._session.run(None, {"input": x})
+        scores = 1.0 / (1.0 + np.exp(-np.clip(cls.reshape(-1).astype(np.float64), -100, 100)))
+        keep = scores >= self.score_threshold
+        reg, a = reg.reshape(-1, 16)[keep].astype(np.float64) / s, self._anchors[keep]
+        cx, cy = reg[:, 0] + a[:, 0], reg[:, 1] + a[:, 1]
+        boxes = np.stack([cx - reg[:, 2] / 2, cy - reg[:, 3] / 2, cx + reg[:, 2] / 2, cy + reg[:, 3] / 2], 1)
+        points = reg[:, 4:].reshape(-1, 6, 2) + a[:, None, :]
+        boxes, scores, points = weighted_nms(boxes, scores[keep], points, self.nms_iou)
+        # 0..1 of the letterboxed square -> pixels of image_rgb
+        off, f = np.array([left, top], np.float64), max(h, w) / s
+        boxes = ((boxes.reshape(-1, 2, 2) * s - off) * f).reshape(-1, 4)
+        points = (points * s - off) * f
+        return boxes.astype(np.float32), scores.astype(np.float32), points.astype(np.float32)
+
+
 class DlibHogDetector(_Detector):
     """dlib's HOG + linear SVM frontal face detector (weights built into dlib).
 
@@ -359,8 +470,6 @@ class HaarDetector(_Detector):
                  min_neighbors: int = 3, min_size: int = 24, max_side: int | None = 960, pad: float = 0.0,
                  pad_mode: str = "auto"):
         super().__init__(max_side=max_side, pad=pad, pad_mode=pad_mode)
-        from pathlib import Path
-
         path = Path(cascade)
         if not path.is_file():
             path = Path(cv2.data.haarcascades) / cascade
@@ -387,6 +496,7 @@ class HaarDetector(_Detector):
 
 DETECTORS: dict[str, Callable[..., FaceDetector]] = {
     YuNetDetector.name: YuNetDetector,
+    BlazeFaceDetector.name: BlazeFaceDetector,
     DlibHogDetector.name: DlibHogDetector,
     HaarDetector.name: HaarDetector,
 }

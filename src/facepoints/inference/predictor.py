@@ -63,6 +63,11 @@ class Predictor:
     scheme): test-time augmentation, twice the network cost. ``None``: what the model
     file recommends (``info.recipe["inference"]["flip"]``, chosen on validation data).
 
+    ``detector``: a name in :data:`facepoints.inference.detectors.DETECTORS`, a detector
+    object, or None (no detector: pass boxes to :meth:`predict`); ``"auto"``: the one the
+    model file recommends (``info.recipe["inference"]["detector"]``; BlazeFace for the
+    bundled fast model), else YuNet.
+
     ``detect_size``: the detector sees the image downscaled to this longest side; None:
     what the model file recommends (``info.recipe["inference"]["detect_size"]``), else the
     detector's own default, 960. Smaller is faster and misses small faces
@@ -75,7 +80,7 @@ class Predictor:
     builds one from a model file.
     """
 
-    def __init__(self, model, info: ModelInfo, detector: str | object | None = "yunet",
+    def __init__(self, model, info: ModelInfo, detector: str | object | None = "auto",
                  refine: int | None = None, flip: bool | None = None, detect_size: int | None = None,
                  detector_threads: int | None = None):
         if not callable(model) or hasattr(model, "state_dict"):
@@ -92,6 +97,10 @@ class Predictor:
         if flip is None:
             flip = bool(recommended.get("flip", False))
         self.flip = flip and self.scheme.has_flip
+        if isinstance(detector, str) and detector.strip().lower() == "auto":
+            from facepoints.inference.detectors import DEFAULT_DETECTOR
+
+            detector = recommended.get("detector") or DEFAULT_DETECTOR
         if detect_size is None and isinstance(detector, str):  # what the model file recommends, if anything
             detect_size = recommended.get("detect_size")
         if isinstance(detector, str):
@@ -114,7 +123,7 @@ class Predictor:
             from facepoints.inference.detectors import get_detector
 
             kw = {} if self.detect_size is None else {"max_side": int(self.detect_size)}
-            if self.detector_threads and str(self._detector_spec).strip().lower() == "yunet":
+            if self.detector_threads and str(self._detector_spec).strip().lower() in ("yunet", "blazeface"):
                 kw["threads"] = int(self.detector_threads)
             self._detector = get_detector(self._detector_spec, **kw)
         return self._detector

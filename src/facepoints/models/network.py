@@ -241,27 +241,29 @@ class PIPHead(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.up(feats)
-        b, _, h, w = x.shape
+        # the grid as plain ints: in an ONNX export they are constants (the input size is
+        # fixed) and only the batch stays dynamic, which keeps shape arithmetic out of the graph
+        h, w = (int(v) for v in x.shape[-2:])
         p, k = self.num_points, self.k
-        return (self.score(x), self.offset(x).view(b, p, 2, h, w),
-                self.neighbour_offset(x).view(b, p, k, 2, h, w))
+        return (self.score(x), self.offset(x).view(-1, p, 2, h, w),
+                self.neighbour_offset(x).view(-1, p, k, 2, h, w))
 
     def decode(self, raw) -> torch.Tensor:
         score, offset, nb = raw
-        b, p, h, w = score.shape
-        k = self.k
-        idx = score.reshape(b, p, h * w).argmax(-1)                                  # (B, P)
-        cell_y = torch.div(idx, w, rounding_mode="floor")
-        cell = torch.stack([idx - cell_y * w, cell_y], -1).to(score.dtype)           # (B, P, 2) as (x, y)
-        own = cell + offset.reshape(b, p, 2, h * w).gather(
-            3, idx.view(b, p, 1, 1).expand(b, p, 2, 1)).squeeze(3)                   # (B, P, 2)
-        nb_at = nb.reshape(b, p, k, 2, h * w).gather(
-            4, idx.view(b, p, 1, 1, 1).expand(b, p, k, 2, 1)).squeeze(4)             # (B, P, K, 2)
-        nb_pos = (cell.unsqueeze(2) + nb_at).reshape(b, p * k, 2)                   # positions of neighbours
+        p, h, w = (int(v) for v in score.shape[1:])  # constants in an export, as in forward
+        k, hw, dt = self.k, h * w, score.dtype
+        # the best cell of each landmark as a one-hot row: reading a map there is a
+        # multiply-and-sum, and the cell's (x, y) a product with the table of cells
+        onehot = nn.functional.one_hot(score.reshape(-1, p, hw).argmax(-1), hw).to(dt)   # (B, P, HW)
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=dt, device=score.device),
+                                torch.arange(w, dtype=dt, device=score.device), indexing="ij")
+        cell = onehot @ torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)                # (B, P, 2) as (x, y)
+        own = cell + (offset.reshape(-1, p, 2, hw) * onehot.unsqueeze(2)).sum(-1)        # (B, P, 2)
+        nb_at = (nb.reshape(-1, p, k * 2, hw) * onehot.unsqueeze(2)).sum(-1)             # (B, P, K*2)
+        nb_pos = (cell.unsqueeze(2) + nb_at.reshape(-1, p, k, 2)).reshape(-1, p * k, 2)  # positions of neighbours
         # member[i*K + k, j] = 1 where landmark i's k-th neighbour is j
-        member = (self.neighbours.reshape(-1, 1) == torch.arange(p, device=score.device)).to(score.dtype)
-        summed = torch.einsum("bnc,nj->bjc", nb_pos, member)
-        merged = (own + summed) / (1 + member.sum(0)).view(1, p, 1)
+        member = (self.neighbours.reshape(-1, 1) == torch.arange(p, device=score.device)).to(dt)
+        merged = (own + member.t() @ nb_pos) / (1 + member.sum(0)).view(1, p, 1)
         return crop_coordinates(merged, self.input_size, h, w)
 
     def encode(self, target: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from facepoints.data.augment import AugmentConfig
+from facepoints.data.calibration import DETECTOR_CALIBRATIONS
 from facepoints.models.network import BACKBONES
 
 
@@ -129,6 +130,15 @@ class InferenceConfig(_Strict):
                                     "side) this model is run with by default; None: the detector's own (960)")
     refine: int | None = Field(None, ge=0, le=3, description="refinement passes after the detector box by "
                                "default (crop again around the landmarks); None: 1")
+    detector: str | None = Field(None, description="the face detector this model runs with by default (yunet, "
+                                 "blazeface, dlib-hog, haar); None: yunet")
+
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, v):
+        if v is not None and v.strip().lower() not in DETECTOR_CALIBRATIONS:
+            raise ValueError(f"unknown face detector {v!r}; choose one of: {', '.join(DETECTOR_CALIBRATIONS)}")
+        return None if v is None else v.strip().lower()
 
 
 class DistillConfig(_Strict):
