@@ -233,6 +233,10 @@ def speed(args, samples, dlib, mp=None) -> list[str]:
         "facepoints: YuNet + ONNX Runtime, no flip, refine 0 (fastest)":
             facepoints.load(onnx_path, detector="yunet", threads=1, flip=False, refine=0),
     }
+    per_image["facepoints: BlazeFace + ONNX Runtime, flip TTA, refine 1 (--detector blazeface)"] = \
+        facepoints.load(onnx_path, detector="blazeface", threads=1, flip=True, refine=1)
+    per_image["facepoints: BlazeFace + ONNX Runtime, no flip, refine 0 (--detector blazeface --no-flip --refine 0)"] = \
+        facepoints.load(onnx_path, detector="blazeface", threads=1, flip=False, refine=0)
     for n in args.detect_sizes:
         per_image[f"facepoints: YuNet at {n} px + ONNX Runtime, flip TTA, refine 1 (--detect-size {n})"] = \
             facepoints.load(onnx_path, detector="yunet", threads=1, flip=True, refine=1, detect_size=n)
@@ -352,6 +356,8 @@ def main():
         whole = [(f"facepoints, YuNet at {n or 960} px + refine 1 + flip (whole image)",
                   facepoints.load(args.model, detector="yunet", threads=1, detect_size=n))
                  for n in [None, *args.detect_sizes]]  # the whole pipeline: detector box, refine 1, flip TTA
+        whole.append(("facepoints, BlazeFace, no flip, refine 0 (whole image)",
+                      facepoints.load(args.model, detector="blazeface", threads=1, flip=False, refine=0)))
         if args.fast_model:
             own = facepoints.load(args.fast_model, threads=1)
             whole.append((f"{FAST}, as it runs by default: {pipeline(own)} (whole image)", own))

@@ -169,3 +169,18 @@ def test_fast_model_by_name_follows_the_default_model():
     r = runner.invoke(app, ["predict", str(PHOTOS[0]), "--model", "fast", "--json"])
     assert r.exit_code == 0, r.output
     assert len(json.loads(r.stdout.splitlines()[0])["faces"][0]["landmarks"]) == 68
+
+
+def test_cli_detector_and_refine_options_reach_the_predictor():
+    r = runner.invoke(app, ["predict", str(PHOTOS[0]), "--json", "--detector", "blazeface", "--refine", "0", "--no-flip"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout.splitlines()[0])["faces"]
+    want = facepoints.load(detector="blazeface", refine=0, flip=False).predict(PHOTOS[0])
+    assert len(got) == len(want) >= 1
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g["landmarks"], w.landmarks, atol=0.01)
+        np.testing.assert_allclose(g["box"], w.box, atol=0.01)
+    refined = facepoints.load(detector="blazeface", refine=1, flip=False).predict(PHOTOS[0])
+    assert np.abs(refined[0].landmarks - want[0].landmarks).max() > 0.05  # the option changes something
+    r = runner.invoke(app, ["predict", str(PHOTOS[0]), "--refine", "4"])
+    assert r.exit_code == 2 and "--refine" in r.output

@@ -17,6 +17,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 FlipOpt = typer.Option(None, "--flip/--no-flip",
                        help="also run the mirrored crop and average (default: as the model file recommends)")
+RefineOpt = typer.Option(None, "--refine", min=0, max=3,
+                         help="passes that crop again around the predicted landmarks after the detector box "
+                              "(default: as the model file recommends, else 1; 0 is fastest)")
 ModelOpt = typer.Option(None, "--model", "-m", help="model file (.safetensors), or a bundled model by name: default "
                         "(used when not given) or fast")
 DetectSizeOpt = typer.Option(None, "--detect-size", min=32,
@@ -96,6 +99,7 @@ def predict(
     detect_size: Optional[int] = DetectSizeOpt,
     threads: int = typer.Option(1, min=1, help="CPU threads for the network"),
     flip: Optional[bool] = FlipOpt,
+    refine: Optional[int] = RefineOpt,
 ):
     """Find every face in each image and its landmarks."""
     from facepoints.data.images import ImageError, read_image, write_image
@@ -104,7 +108,7 @@ def predict(
 
     try:
         predictor = facepoints.load(model, detector=detector, threads=threads, flip=flip,
-                                        detect_size=detect_size)
+                                        detect_size=detect_size, refine=refine)
     except (ModelFileError, ValueError) as e:
         fail(str(e))
     files = _expand_images(images)
@@ -150,6 +154,7 @@ def evaluate(
     skip_missing: bool = typer.Option(False, help="leave out samples whose image is missing (counted)"),
     threads: int = typer.Option(2, min=1, help="CPU threads for the network"),
     flip: Optional[bool] = FlipOpt,
+    refine: Optional[int] = RefineOpt,
 ):
     """NME (inter-ocular, inter-pupil, box), FR@0.1 and AUC@0.1 on an annotated dataset."""
     import numpy as np
@@ -161,7 +166,7 @@ def evaluate(
     from facepoints.models.info import ModelFileError
 
     try:
-        predictor = facepoints.load(model, threads=threads, flip=flip)
+        predictor = facepoints.load(model, threads=threads, flip=flip, refine=refine)
         ds = read_dataset(dataset, skip_missing=skip_missing)
         result = run(ds, predictor, use_detector=use_detector, progress=not as_json and sys.stderr.isatty())
     except (ModelFileError, AnnotationError, ValueError, FileNotFoundError) as e:
@@ -340,6 +345,7 @@ def serve(
     request_timeout: float = typer.Option(20.0, min=0.1, help="seconds a client may take to send a whole request"),
     max_connections: int = typer.Option(128, min=1, help="open connections at most (503 beyond)"),
     flip: Optional[bool] = FlipOpt,
+    refine: Optional[int] = RefineOpt,
 ):
     """Serve landmarks over HTTP: POST /v1/landmarks (multipart field 'image'),
     GET /healthz, OpenAPI schema at /openapi.json. A client gets --request-timeout
@@ -349,7 +355,7 @@ def serve(
 
     try:
         predictor = facepoints.load(model, detector=detector, threads=threads, flip=flip,
-                                        detect_size=detect_size)
+                                        detect_size=detect_size, refine=refine)
     except (ModelFileError, ValueError, ImportError) as e:
         fail(str(e))
     api = create_app(predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
@@ -574,6 +580,7 @@ def track(
     detect_size: Optional[int] = DetectSizeOpt,
     threads: int = typer.Option(1, min=1, help="CPU threads for the network"),
     flip: Optional[bool] = FlipOpt,
+    refine: Optional[int] = RefineOpt,
 ):
     """Follow every face through a video: detect, then crop each face from its previous
     landmarks (re-detecting every N frames), with a stable track id per face and One
@@ -586,7 +593,7 @@ def track(
     try:
         fps, frames = read_video(video)
         predictor = facepoints.load(model, detector=detector, threads=threads, flip=flip,
-                                        detect_size=detect_size)
+                                        detect_size=detect_size, refine=refine)
         predictor.detector  # an unknown or uninstalled detector fails here, not mid-video
         tracker = Tracker(predictor, fps=fps, detect_every=detect_every, smooth=smooth,
                           min_cutoff=min_cutoff, beta=beta)
