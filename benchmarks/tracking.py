@@ -10,8 +10,9 @@ From every photo in ``examples/`` two synthetic 30 fps clips are made:
 * **moving**: the photo translated by ``--speed`` px per frame to the right (same
   noise), to show what smoothing costs in lag.
 
-The :class:`facepoints.inference.tracking.Tracker` (bundled model, YuNet, default
-settings, 1 thread) runs once per clip with smoothing on. The smoothed landmarks come
+The :class:`facepoints.inference.tracking.Tracker` (``--model``: the bundled default
+unless given, with the detector its file recommends; default settings, 1 thread) runs
+once per clip with smoothing on. The smoothed landmarks come
 from the raw ones by a filter that never feeds back into the crops, so the raw
 landmarks of the same run *are* the run without smoothing (checked against a
 ``smooth=False`` run on the first clip). The filter grid at the end re-filters the
@@ -133,6 +134,8 @@ def main(argv=None) -> int:
     ap.add_argument("--noise", type=float, default=3.0, help="sensor noise sigma, grey levels")
     ap.add_argument("--speed", type=float, default=1.0, help="moving clip: px per frame")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="default", help="a bundled model by name, or a model file")
+    ap.add_argument("--busy", action="store_true", help="say in the report that other work shared the CPU")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "tracking.md")
     args = ap.parse_args(argv)
 
@@ -146,7 +149,7 @@ def main(argv=None) -> int:
 
     t_start = time.time()
     cpu_start = time.process_time()
-    predictor = facepoints.load(threads=1)
+    predictor = facepoints.load(args.model, threads=1)
     rng = np.random.default_rng(args.seed)
     photos = sorted((ROOT / "examples").glob("*.jpg"))
     rows, records, detector_calls, n_frames = [], [], 0, 0
@@ -213,13 +216,14 @@ def main(argv=None) -> int:
         "",
         f"Command: `OMP_NUM_THREADS=1 python benchmarks/tracking.py{' ' + cmd if cmd else ''}` "
         f"(run from the repository root with the project venv; {elapsed:.0f} s wall, {cpu:.0f} s CPU, "
-        "on a machine shared with a training run)  ",
+        + ("on a machine shared with a training run)  " if args.busy else "nothing else running)  "),
         f"Date: {dt.date.today().isoformat()}  ",
         f"Machine: {machine()}  ",
         f"Speed: {TRACK_SECONDS[1]} frames through `Tracker.update` in {TRACK_SECONDS[0]:.1f} s: "
         f"**{TRACK_SECONDS[1] / max(TRACK_SECONDS[0], 1e-9):.0f} frames per second** (1 thread, all faces of a frame, "
         "detection on the frames that need it included).  ",
-        f"Model: the bundled model (ONNX Runtime, flip TTA as the model file recommends), YuNet detector, "
+        f"Model: `{args.model}` (ONNX Runtime; {'flip TTA' if predictor.flip else 'no flip'}, refine {predictor.refine}, "
+        f"as the model file recommends), detector {predictor.detector.name}, "
         f"`Tracker` defaults: re-detection every 30 frames, One Euro `min_cutoff` {MIN_CUTOFF:g} Hz, "
         f"`beta` {BETA:g}, `d_cutoff` {D_CUTOFF:g} Hz (speed in face sizes per second), {FPS:g} fps.",
         "",
