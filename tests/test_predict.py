@@ -157,6 +157,7 @@ def test_fast_model_by_name_follows_the_default_model():
     something else)."""
     default, fast = facepoints.load(detector=None), facepoints.load("fast", detector=None)
     assert fast.info.input_size == 96 and not fast.flip
+    assert facepoints.load("fast").detector.name == "blazeface" and facepoints.load().detector.name == "yunet"
     for photo in PHOTOS:
         img = read_image(photo)
         for face in facepoints.load().predict(img):
