@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
         dist = distribution("mediapipe")
         src = src or Path(dist.locate_file("mediapipe/modules/face_detection/face_detection_short_range.tflite"))
-        licence = licence or Path(dist._path) / "LICENSE"
+        licence = licence or Path(dist.locate_file(next(f for f in dist.files if f.name == "LICENSE")))
     for f in (src, licence):
         if not Path(f).is_file():
             raise SystemExit(f"{f}: no such file")

@@ -375,17 +375,13 @@ class BlazeFaceDetector(_Detector):
     def __init__(self, score_threshold: float = 0.5, max_side: int | None = 128, pad: float = 0.0,
                  pad_mode: str = "auto", threads: int | None = 1, nms_iou: float = 0.3):
         super().__init__(max_side=max_side, pad=pad, pad_mode=pad_mode)
-        import onnxruntime as ort  # a hard dependency, imported late to keep `import facepoints` light
+        from facepoints.inference.runtime import OnnxRunner  # ONNX Runtime, imported late as yuface is
 
         path = Path(__file__).resolve().parents[1] / "weights" / "blazeface_short_range.onnx"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the BlazeFace detector's ONNX file is missing "
                                     "(made by tools/convert_blazeface.py)")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or 1)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self._session = OnnxRunner(path, threads=threads).session  # the session: BlazeFace has two outputs
         self._anchors = blazeface_anchors(self.SIZE)
         self.score_threshold = float(score_threshold)
         self.threads = threads
@@ -395,10 +391,11 @@ class BlazeFaceDetector(_Detector):
         s = self.SIZE
         h, w = image_rgb.shape[:2]
         k = s / max(h, w)
-        img = image_rgb
-        if k != 1.0:
-            img = downscale(img, max(1, round(w * k)), max(1, round(h * k))) if k < 1 else \
-                cv2.resize(img, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_LINEAR)
+        img, size = image_rgb, (max(1, round(w * k)), max(1, round(h * k)))
+        if k < 1:
+            img = downscale(img, *size)
+        elif k > 1:
+            img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
         nh, nw = img.shape[:2]
         top, left = (s - nh) // 2, (s - nw) // 2
         square = np.zeros((s, s, 3), np.uint8)

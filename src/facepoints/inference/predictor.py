@@ -9,6 +9,7 @@ No PyTorch here: the network is any backend callable (ONNX Runtime by default).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,7 @@ class Predictor:
 
     ``detect_size``: the detector sees the image downscaled to this longest side; None:
     what the model file recommends (``info.recipe["inference"]["detect_size"]``), else the
-    detector's own default, 960. Smaller is faster and misses small faces
+    detector's own default (YuNet 960, BlazeFace 128). Smaller is faster and misses small faces
     (``benchmarks/whole_image.md`` measures both). ``detector_threads``: the YuNet
     detector's threads (1 by default, as the network's).
 
@@ -120,10 +121,11 @@ class Predictor:
         if self._detector is None:
             if self._detector_spec is None:
                 raise ValueError("this predictor has no face detector; pass boxes to predict()")
-            from facepoints.inference.detectors import get_detector
+            from facepoints.inference.detectors import DETECTORS, get_detector
 
             kw = {} if self.detect_size is None else {"max_side": int(self.detect_size)}
-            if self.detector_threads and str(self._detector_spec).strip().lower() in ("yunet", "blazeface"):
+            cls = DETECTORS[str(self._detector_spec).strip().lower()]
+            if self.detector_threads and "threads" in inspect.signature(cls).parameters:  # YuNet, BlazeFace
                 kw["threads"] = int(self.detector_threads)
             self._detector = get_detector(self._detector_spec, **kw)
         return self._detector
