@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from facepoints.data.calibration import BoxCalibration
 from facepoints.data.crops import crop_matrix, invert, square_from_box, transform_points, warp
 from facepoints.data.images import read_image
 from facepoints.data.samples import landmark_box
+from facepoints.inference.detectors import DEFAULT_DETECTOR, DETECTORS, get_detector
 from facepoints.models.info import ModelInfo
 
 
@@ -44,11 +46,13 @@ def checked_boxes(boxes, what: str = "boxes") -> np.ndarray:
         b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{what} must be (K, 4) numbers x0, y0, x1, y1 ({e})") from None
-    for i, (x0, y0, x1, y1) in enumerate(b):
-        if not np.isfinite([x0, y0, x1, y1]).all():
+    bad = ~np.isfinite(b).all(axis=1) | ~((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]))
+    if bad.any():  # the first bad box, named (one vectorised test: this runs on every call)
+        i = int(np.flatnonzero(bad)[0])
+        x0, y0, x1, y1 = b[i].tolist()
+        if not np.isfinite(b[i]).all():
             raise ValueError(f"{what}[{i}] = {[x0, y0, x1, y1]}: not finite")
-        if not (x1 > x0 and y1 > y0):
-            raise ValueError(f"{what}[{i}] = {[x0, y0, x1, y1]}: empty or inverted (need x1 > x0 and y1 > y0)")
+        raise ValueError(f"{what}[{i}] = {[x0, y0, x1, y1]}: empty or inverted (need x1 > x0 and y1 > y0)")
     return b.astype(np.float32)
 
 
@@ -99,20 +103,17 @@ class Predictor:
             flip = bool(recommended.get("flip", False))
         self.flip = flip and self.scheme.has_flip
         if isinstance(detector, str) and detector.strip().lower() == "auto":
-            from facepoints.inference.detectors import DEFAULT_DETECTOR
-
             detector = recommended.get("detector") or DEFAULT_DETECTOR
         if detect_size is None and isinstance(detector, str):  # what the model file recommends, if anything
             detect_size = recommended.get("detect_size")
         if isinstance(detector, str):
-            from facepoints.inference.detectors import DETECTORS
-
             if detector.strip().lower() not in DETECTORS:  # once, here, not once per image
                 raise ValueError(f"unknown face detector {detector!r}; choose one of: {', '.join(DETECTORS)}")
         self._detector_spec = detector
         self.detect_size = detect_size
         self.detector_threads = detector_threads
         self._detector = None if isinstance(detector, (str, type(None))) else detector
+        self._calibrations: dict[str | None, BoxCalibration] = {}  # detector name -> its box calibration
         if detect_size is not None and self._detector is not None:
             raise ValueError("detect_size applies to a detector given by name; set the max_side of a detector object")
 
@@ -121,8 +122,6 @@ class Predictor:
         if self._detector is None:
             if self._detector_spec is None:
                 raise ValueError("this predictor has no face detector; pass boxes to predict()")
-            from facepoints.inference.detectors import DETECTORS, get_detector
-
             kw = {} if self.detect_size is None else {"max_side": int(self.detect_size)}
             cls = DETECTORS[str(self._detector_spec).strip().lower()]
             if self.detector_threads and "threads" in inspect.signature(cls).parameters:  # YuNet, BlazeFace
@@ -135,20 +134,22 @@ class Predictor:
         file recorded for this predictor's detector (``info.box_calibrations``), else the
         detector's own; YuNet's (the default detector) for a predictor without one. A
         detector given by name is not loaded for this."""
-        from facepoints.data.calibration import BoxCalibration
-        from facepoints.inference.detectors import DEFAULT_DETECTOR, DETECTORS
-
         detector = self._detector
         name = getattr(detector, "name", None) if detector is not None else (self._detector_spec or DEFAULT_DETECTOR)
         name = str(name).strip().lower() if name else None
-        recorded = self.info.box_calibrations.get(name) if name else None
-        if recorded:
-            return BoxCalibration(**recorded).apply(boxes)
-        if detector is not None:
-            return detector.to_landmark_box(boxes)
-        if name not in DETECTORS:
-            raise ValueError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
-        return DETECTORS[name].calibration.apply(boxes)
+        calibration = self._calibrations.get(name)
+        if calibration is None:
+            recorded = self.info.box_calibrations.get(name) if name else None
+            if recorded:
+                calibration = BoxCalibration(**recorded)
+            elif detector is not None:
+                return detector.to_landmark_box(boxes)
+            elif name not in DETECTORS:
+                raise ValueError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+            else:
+                calibration = DETECTORS[name].calibration
+            self._calibrations[name] = calibration
+        return calibration.apply(boxes)
 
     def network_input(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, list]:
         """The batch the network gets for faces whose tight landmark boxes are ``boxes``

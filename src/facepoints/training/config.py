@@ -127,7 +127,8 @@ class InferenceConfig(_Strict):
 
     flip: bool = Field(False, description="average each prediction with that of the mirrored crop")
     detect_size: int | None = Field(None, ge=32, le=4096, description="the face detector's input size (longer "
-                                    "side) this model is run with by default; None: the detector's own (960)")
+                                    "side) this model is run with by default; None: the detector's own (YuNet 960, "
+                                    "BlazeFace 128)")
     refine: int | None = Field(None, ge=0, le=3, description="refinement passes after the detector box by "
                                "default (crop again around the landmarks); None: 1")
     detector: str | None = Field(None, description="the face detector this model runs with by default (yunet, "
