@@ -227,10 +227,12 @@ def speed(args, samples, dlib, mp=None) -> list[str]:
         "facepoints ONNX Runtime fp32": facepoints.load(onnx_path, detector=None, threads=1, flip=False),
         "facepoints ONNX Runtime fp32 + flip TTA": facepoints.load(onnx_path, detector=None, threads=1, flip=True),
     }
+    own_default = facepoints.load(onnx_path, threads=1)
     per_image = {
-        "facepoints: YuNet + ONNX Runtime, flip TTA, refine 1 (the CLI default)":
+        f"facepoints: as it runs by default ({pipeline(own_default)})": own_default,
+        "facepoints: YuNet + ONNX Runtime, flip TTA, refine 1":
             facepoints.load(onnx_path, detector="yunet", threads=1, flip=True, refine=1),
-        "facepoints: YuNet + ONNX Runtime, no flip, refine 0 (fastest)":
+        "facepoints: YuNet + ONNX Runtime, no flip, refine 0":
             facepoints.load(onnx_path, detector="yunet", threads=1, flip=False, refine=0),
     }
     per_image["facepoints: BlazeFace + ONNX Runtime, flip TTA, refine 1 (--detector blazeface)"] = \
@@ -282,22 +284,25 @@ def speed(args, samples, dlib, mp=None) -> list[str]:
     ms = {k: np.median(v) * 1000 for k, v in times.items()}
     ref_face = np.median(dlib_face) * 1000 if dlib_face else None
     ref_image = np.median(dlib_image) * 1000 if dlib_image else None
+    ref_mp = np.median(mp_image) * 1000 if mp_image else None
     out = [f"\n### CPU speed, 1 thread, median over {len(images)} 300-W validation images\n",
-           "| method | ms per face (box given) | ms per image (detector + landmarks) | ratio to dlib |",
-           "|---|---:|---:|---:|"]
+           "| method | ms per face (box given) | ms per image (detector + landmarks) | ratio to dlib | "
+           "ratio to MediaPipe (per image) |",
+           "|---|---:|---:|---:|---:|"]
     for k in per_face:
         ratio = f"{ms[k] / ref_face:.2f}x" if ref_face else "-"
-        out.append(f"| {k} | {ms[k]:.2f} | - | {ratio} |")
+        out.append(f"| {k} | {ms[k]:.2f} | - | {ratio} | - |")
     for k in per_image:
         ratio = f"{ms[k] / ref_image:.2f}x" if ref_image else "-"
-        out.append(f"| {k} | - | {ms[k]:.2f} | {ratio} |")
+        to_mp = f"{ms[k] / ref_mp:.2f}x" if ref_mp else "-"
+        out.append(f"| {k} | - | {ms[k]:.2f} | {ratio} | {to_mp} |")
     if ref_face:
-        out.append(f"| dlib 68-point ERT (HOG detector, upsample 1) | {ref_face:.2f} | {ref_image:.2f} | 1.00x |")
-    if mp_image:
-        m = np.median(mp_image) * 1000
-        ratio = f"{m / ref_image:.2f}x" if ref_image else "-"
+        to_mp = f"{ref_image / ref_mp:.2f}x" if ref_mp else "-"
+        out.append(f"| dlib 68-point ERT (HOG detector, upsample 1) | {ref_face:.2f} | {ref_image:.2f} | 1.00x | {to_mp} |")
+    if ref_mp:
+        ratio = f"{ref_mp / ref_image:.2f}x" if ref_image else "-"
         out.append(f"| MediaPipe Face Mesh (BlazeFace short range + 468-point mesh, "
-                   f"max {mp.info['settings']['max_num_faces']} faces) | - | {m:.2f} | {ratio} |")
+                   f"max {mp.info['settings']['max_num_faces']} faces) | - | {ref_mp:.2f} | {ratio} | 1.00x |")
         out.append(f"\nMediaPipe runs in its own process (TFLite XNNPACK, MediaPipe's default of 1 thread on "
                    f"Linux; the legacy API has no thread option); its CPU time over its wall time in the timed "
                    f"pass: {mp.cpu_ms / max(mp.wall_ms, 1e-9):.2f} (at most 1 means one busy thread).")
@@ -353,11 +358,14 @@ def main():
             t = time.perf_counter()
             pred = np.stack([p.landmarks_in_boxes(img, b[None])[0] for img, b in zip(images, boxes)])
             lines.append(row(name, pred, gt, time.perf_counter() - t))
-        whole = [(f"facepoints, YuNet at {n or 960} px + refine 1 + flip (whole image)",
-                  facepoints.load(args.model, detector="yunet", threads=1, detect_size=n))
-                 for n in [None, *args.detect_sizes]]  # the whole pipeline: detector box, refine 1, flip TTA
-        whole.append(("facepoints, BlazeFace, no flip, refine 0 (whole image)",
-                      facepoints.load(args.model, detector="blazeface", threads=1, flip=False, refine=0)))
+        own = facepoints.load(args.model, threads=1)
+        whole = [(f"facepoints, as it runs by default: {pipeline(own)} (whole image)", own)]
+        others = [facepoints.load(args.model, detector="yunet", threads=1, detect_size=n)  # the model's flip, refine
+                  for n in [None, *args.detect_sizes]]
+        others.append(facepoints.load(args.model, detector="blazeface", threads=1, flip=False, refine=0))
+        for p in others:
+            if pipeline(p) not in (pipeline(q) for _, q in whole):
+                whole.append((f"facepoints, {pipeline(p)} (whole image)", p))
         if args.fast_model:
             own = facepoints.load(args.fast_model, threads=1)
             whole.append((f"{FAST}, as it runs by default: {pipeline(own)} (whole image)", own))

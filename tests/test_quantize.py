@@ -136,7 +136,10 @@ def test_export_cli_int8_on_the_bundled_model(tmp_path):
     # int8 weights: about a quarter of the fp32 export (plus scales and the graph)
     assert out.is_file() and out.stat().st_size < 0.35 * BUNDLED_ONNX["default"].stat().st_size
     pred = facepoints.load(out)
-    assert pred.info.precision == "int8" and pred.flip  # the model's inference recipe survives
+    assert pred.info.precision == "int8"
+    # the model's inference recipe survives the export
+    assert pred.info.recipe["inference"] == facepoints.load("default").info.recipe["inference"]
+    assert pred.refine == 1 and not pred.flip
     faces = pred.predict(EXAMPLES / "astronaut.jpg")
     assert len(faces) == 1 and len(faces[0].landmarks) == 68
     r = runner.invoke(app, ["predict", str(EXAMPLES / "astronaut.jpg"), "--model", str(out), "--json"])
