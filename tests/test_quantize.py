@@ -75,10 +75,10 @@ def test_int8_export_of_a_tiny_model_loads_says_int8_and_runs(tiny_model, tiny_i
 
 def test_int8_bundled_model_stays_close_on_faces_it_was_not_calibrated_on(tmp_path):
     """The real, trained model: calibrated on four example photos, compared with fp32
-    on the other two. Bounds: every coordinate within 2.5 px of a 112 px crop (2.2 %
-    of the crop; measured 1.6 px with the stage-3 model), and a mean point distance of
-    at most 2.5 % of the inter-ocular distance: int8 drifts about 1.7 % on 300
-    validation faces (benchmarks/precision.md; 1.4 % here), while a broken quantisation
+    on the other two. Bounds: every coordinate within 2.5 px of its 128 px crop (about
+    2 % of the crop; measured 0.7 px with the bundled PIP model), and a mean point
+    distance of at most 2.5 % of the inter-ocular distance (measured 0.5 % here, 0.85 %
+    on 300 validation faces in benchmarks/precision.md), while a broken quantisation
     (wrong ranges, a mis-scaled input) moves points by tens of percent."""
     model, info = load_model(None)
     fp32 = write_onnx(model, info, tmp_path / "m.onnx")
