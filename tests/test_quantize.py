@@ -100,8 +100,9 @@ def test_int8_leaves_the_decoding_in_fp32(tmp_path):
     change on the bundled models); a graph without those names is quantised whole."""
     model, info = load_model(None)
     fp32 = write_onnx(model, info, tmp_path / "m.onnx")
-    decoding = decoding_nodes(onnx.load(str(fp32)).graph)
-    kinds = {n.op_type for n in onnx.load(str(fp32)).graph.node if n.name in decoding}
+    graph = onnx.load(str(fp32)).graph
+    decoding = decoding_nodes(graph)
+    kinds = {n.op_type for n in graph.node if n.name in decoding}
     assert {"ArgMax", "MatMul"} <= kinds and not any(n.startswith(("/trunk/", "/head/")) for n in decoding)
     crops, note = calibration_crops(model, info, photos=PHOTOS[:4], detector=DETECTOR)
     held, _ = calibration_crops(model, info, photos=PHOTOS[4:], detector=DETECTOR)
