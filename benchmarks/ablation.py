@@ -95,6 +95,7 @@ ROWS_ALL: list[tuple[str, str, list[str]]] = [
     ("infants-x4", "+ infant faces oversampled x4", [*HEAD, "data.train.5.repeat=4"]),
     ("size128", "input 128 px (4 x 4 grid)", [*HEAD, "model.input_size=128"]),
     ("size160", "input 160 px (5 x 5 grid)", [*HEAD, "model.input_size=160"]),
+    ("pip32-4ep", "PIP-32, 4 epochs (30.2k images: the control for pseudo)", [*HEAD, "optim.epochs=4"]),
     ("pseudo", "+ 7,078 CUHK lfw_5590 + net_7876 faces with dlib pseudo-labels (benchmarks/pseudo_cuhk.md), "
      "training only, 2 epochs (1.29x pip32's images: 29.3k vs 22.6k)",
      [*HEAD, "data.train.6={spec: 'csv:runs/pseudo-cuhk/kept.csv', val_fraction: 0}", "optim.epochs=2"]),
