@@ -1,7 +1,7 @@
 """Choose a model's inference recipe (flip averaging, refinement passes) on the validation split.
 
-    python benchmarks/inference_choice.py --config configs/default-pip-stage3.yaml \\
-        --model runs/default-pip-stage3/best.safetensors --out benchmarks/inference_choice.md
+    python benchmarks/inference_choice.py --config configs/default-pip160.yaml \\
+        --model runs/default-pip160/best.safetensors --out benchmarks/inference_choice.md
 
 Whole image, as a user runs it: the model file's detector finds the faces (misses are
 counted), then every combination of ``--flips`` and ``--refines`` crops and predicts.
