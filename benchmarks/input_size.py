@@ -1,6 +1,6 @@
 """Per-face CPU time of the PIP-head candidates by input size, beside dlib, in one run.
 
-    python benchmarks/input_size.py [--sizes 112,128,144,160] [--images 60] [--out benchmarks/input_size.md]
+    python benchmarks/input_size.py [--sizes 112,128,144,160] [--without-last-conv 96] [--trunk16 112] [--images 60] [--out benchmarks/input_size.md]
 
 The accuracy campaign (issue 12) bounds the bundled models by dlib's per-face time
 (1 thread, ONNX Runtime, box given, flip included when on): the default at most 3x,
@@ -40,12 +40,12 @@ from facepoints.training.config import load_config
 from facepoints.training.loop import make_splits
 
 
-def candidate(size: int, folder: Path, last_conv: bool = True) -> Path:
-    kw = {"input_size": size, "pip_neighbours": 10, "pip_stride": 32, "last_conv": last_conv}
+def candidate(size: int, folder: Path, last_conv: bool = True, stride: int = 32) -> Path:
+    kw = {"input_size": size, "pip_neighbours": 10, "pip_stride": stride, "last_conv": last_conv, "trunk_stride": stride}
     model = build_model("mobilenet_v2", 68, head="pip", **kw).eval()
     info = ModelInfo(scheme=IBUG68.to_dict(), backbone="mobilenet_v2", head="pip", input_size=size,
                      crop_scale=1.25, recipe={"model_kwargs": kw})
-    path = folder / f"pip{size}-{int(last_conv)}.onnx"
+    path = folder / f"pip{size}-{int(last_conv)}-{stride}.onnx"
     write_onnx(fuse_batchnorm(model)[0], info, path)
     return path
 
@@ -73,20 +73,23 @@ def main(argv=None):
     ap.add_argument("--sizes", default="112,128,144,160")
     ap.add_argument("--without-last-conv", default="", help="sizes to time also with model.last_conv false "
                     "(the head on MobileNetV2's 320 channels before its final 1x1 convolution)")
+    ap.add_argument("--trunk16", default="", help="sizes to time also with model.trunk_stride 16 (the trunk "
+                    "ending after its last stride-16 block, MobileNetV2's 96 channels; the PIP grid at stride 16)")
     ap.add_argument("--images", type=int, default=60)
     ap.add_argument("--out", default="benchmarks/input_size.md")
     ap.add_argument("--note", default="", help="a sentence for the header (e.g. what else shared the CPU)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    nets = [(int(s), True) for s in args.sizes.split(",") if s]
-    nets += [(int(s), False) for s in args.without_last_conv.split(",") if s]
+    nets = [(int(s), True, 32) for s in args.sizes.split(",") if s]
+    nets += [(int(s), False, 32) for s in args.without_last_conv.split(",") if s]
+    nets += [(int(s), False, 16) for s in args.trunk16.split(",") if s]
     folder = Path(tempfile.mkdtemp())
     runners = {}
-    for s, last in nets:
-        path = candidate(s, folder, last)
-        runners[(s, last, False)] = facepoints.load(path, detector=None, threads=1, flip=False)
-        runners[(s, last, True)] = facepoints.load(path, detector=None, threads=1, flip=True)
+    for net in nets:
+        path = candidate(*net[:1], folder, *net[1:])
+        runners[(*net, False)] = facepoints.load(path, detector=None, threads=1, flip=False)
+        runners[(*net, True)] = facepoints.load(path, detector=None, threads=1, flip=True)
     samples, real = faces(args.images)
     dlib = None
     if real:
@@ -115,9 +118,10 @@ def main(argv=None):
              "",
              f"Generated {datetime.date.today()} by `python benchmarks/input_size.py --sizes {args.sizes} "
              + (f"--without-last-conv {args.without_last_conv} " if args.without_last_conv else "")
+             + (f"--trunk16 {args.trunk16} " if args.trunk16 else "")
              + f"--images {args.images}` on {cpu_name()} (2 shared cores, 1 thread used).",
              "",
-             f"MobileNetV2 + PIP head (stride 32, 10 neighbours), BatchNorm fused, ONNX Runtime, 1 thread, "
+             f"MobileNetV2 + PIP head (10 neighbours; stride 32 unless the row says 16), BatchNorm fused, ONNX Runtime, 1 thread, "
              f"{len(samples)} {'300-W validation faces (tight landmark box given)' if real else 'random images'}; "
              "median of 2 timed passes after a warm-up pass, every network and dlib interleaved face by face. "
              "Includes the crop and the mapping back to the image, as `Predictor.landmarks_in_boxes` runs them. "
@@ -126,11 +130,12 @@ def main(argv=None):
              "",
              "| input px | grid | head on | ms per face | ratio to dlib | ms per face + flip | ratio to dlib |",
              "|---:|---:|---|---:|---:|---:|---:|"]
-    for s, last in nets:
-        g = -(-s // 32)
-        a, b = ms[(s, last, False)], ms[(s, last, True)]
+    for s, last, stride in nets:
+        g = -(-s // stride)
+        a, b = ms[(s, last, stride, False)], ms[(s, last, stride, True)]
         r0, r1 = (f"{a / ref:.2f}x", f"{b / ref:.2f}x") if ref else ("-", "-")
-        on = "1280 channels (last_conv: true)" if last else "320 channels (last_conv: false)"
+        on = ("96 channels at stride 16 (trunk_stride: 16)" if stride == 16 else
+              "1280 channels (last_conv: true)" if last else "320 channels (last_conv: false)")
         lines.append(f"| {s} | {g} x {g} | {on} | {a:.2f} | {r0} | {b:.2f} | {r1} |")
     if ref:
         lines.append(f"| dlib 68-point ERT | - | - | {ref:.2f} | 1.00x | - | - |")

@@ -97,7 +97,8 @@ def test_neighbour_table_from_the_mean_shape():
     assert PIPHead(8, 3, S, neighbours=10).k == 2  # at most P - 1 others
 
 
-def test_pip_model_file_round_trip_keeps_the_neighbour_table_and_exports_to_onnx(tmp_path):
+@pytest.mark.parametrize("trunk_stride", [32, 16])  # the stride-16 grid after a deconvolution, or on the cut trunk
+def test_pip_model_file_round_trip_keeps_the_neighbour_table_and_exports_to_onnx(tmp_path, trunk_stride):
     import onnxruntime as ort
 
     from facepoints.deploy.export import write_onnx
@@ -105,7 +106,7 @@ def test_pip_model_file_round_trip_keeps_the_neighbour_table_and_exports_to_onnx
     from facepoints.schemes import get_scheme
 
     torch.manual_seed(0)
-    kw = {"input_size": 64, "pip_neighbours": 4, "pip_stride": 16}
+    kw = {"input_size": 64, "pip_neighbours": 4, "pip_stride": 16, "trunk_stride": trunk_stride}
     model = build_model("mobilenet_v3_small", 68, head="pip", **kw).eval()
     model.head.init_mean_shape(torch.rand(68, 2))
     info = ModelInfo(scheme=get_scheme("ibug68").to_dict(), backbone="mobilenet_v3_small", head="pip",
@@ -117,6 +118,7 @@ def test_pip_model_file_round_trip_keeps_the_neighbour_table_and_exports_to_onnx
     with torch.no_grad():
         want = model(x)
     torch.testing.assert_close(loaded(x), want)
+    assert len(loaded.trunk) == (9 if trunk_stride == 16 else 13) and len(loaded.head.up) == (trunk_stride == 32) * 3
     write_onnx(loaded, info, tmp_path / "pip.onnx")
     got = ort.InferenceSession(str(tmp_path / "pip.onnx"), providers=["CPUExecutionProvider"]).run(
         None, {"image": x.numpy()})[0]
@@ -161,7 +163,40 @@ def test_last_conv_false_puts_the_head_on_the_channels_before_the_final_expansio
         backbone_features("resnet18", False, last_conv=False)
 
 
-def test_a_run_without_the_last_conv_starts_from_a_full_trunk_and_saves_the_option(tmp_path):
+def test_a_stride_16_trunk_ends_after_its_last_stride_16_block():
+    from facepoints.models.network import ModelBuildError, backbone_features
+
+    x = torch.rand(1, 3, 64, 64)
+    full, _ = backbone_features("mobilenet_v2", False)
+    before = full[13].conv[0][1].running_mean.clone()
+    for name, channels, blocks in (("mobilenet_v2", 96, 14), ("mobilenet_v3_small", 48, 9), ("resnet18", 256, 7)):
+        trunk, c = backbone_features(name, False, stride=16)
+        assert (c, len(trunk)) == (channels, blocks), name
+        assert trunk.training and trunk(x).shape == (1, channels, 4, 4), name
+    cut, _ = backbone_features("mobilenet_v2", False, stride=16)
+    assert torch.equal(cut[13].conv[0][1].running_mean, before)  # finding the cut leaves BatchNorm as it was
+    with pytest.raises(ModelBuildError, match="stride 8"):
+        backbone_features("mobilenet_v2", False, stride=8)
+    pip = build_model("mobilenet_v2", 68, head="pip", input_size=112, trunk_stride=16, pip_stride=16).eval()
+    score, _, _ = pip.raw(torch.rand(1, 3, 112, 112))
+    assert score.shape == (1, 68, 7, 7) and len(pip.head.up) == 0 and pip.head.score.in_channels == 96
+    heat = build_model("mobilenet_v2", 68, head="heatmap", input_size=64, trunk_stride=16).eval()
+    assert heat.raw(x).shape == (1, 68, 16, 16)  # still 1/4 of the input: two deconvolutions, not three
+    with pytest.raises(ModelBuildError, match="stride-16 trunk"):
+        build_model("mobilenet_v2", 68, head="pip", input_size=112, trunk_stride=16)
+
+
+def test_a_pip_grid_coarser_than_the_trunk_is_refused_in_the_config(tmp_path):
+    from facepoints.training.config import ConfigError, load_config
+    from test_training import tiny_config
+
+    with pytest.raises(ConfigError, match="pip_stride: 16"):
+        load_config(tiny_config(tmp_path), {"model.head": "pip", "loss.name": "l1", "model.trunk_stride": 16})
+
+
+@pytest.mark.parametrize("option,blocks_left_out", [({"model.last_conv": False}, 1),
+                                                    ({"model.trunk_stride": 16, "model.pip_stride": 16}, 4)])
+def test_a_shorter_trunk_starts_from_a_full_one_and_saves_the_option(tmp_path, option, blocks_left_out):
     from facepoints.models.package import load_model
     from facepoints.training.config import load_config
     from facepoints.training.loop import train
@@ -170,15 +205,17 @@ def test_a_run_without_the_last_conv_starts_from_a_full_trunk_and_saves_the_opti
     pip = {"model.head": "pip", "loss.name": "l1", "max_steps": 1}
     train(load_config(tiny_config(tmp_path), pip), progress=False)
     start, _ = load_model(tmp_path / "run" / "final.safetensors")
-    cfg = load_config(tiny_config(tmp_path), {**pip, "output": str(tmp_path / "cut"), "model.last_conv": False,
+    cfg = load_config(tiny_config(tmp_path), {**pip, **option, "output": str(tmp_path / "cut"),
                                               "optim.lr": 1e-12, "optim.weight_decay": 0.0,
                                               "model.init_from": str(tmp_path / "run" / "final.safetensors")})
     train(cfg, progress=False)
     cut, info = load_model(tmp_path / "cut" / "final.safetensors")  # rebuilt from the file alone
-    assert info.architecture().kwargs["last_conv"] is False and len(cut.trunk) == len(start.trunk) - 1
-    for (k, a), b in zip(start.trunk[:-1].named_parameters(), cut.trunk.parameters()):
+    (key, value), = [(k, v) for k, v in option.items() if k != "model.pip_stride"]
+    assert info.architecture().kwargs[key.split(".")[1]] == value
+    assert len(cut.trunk) == len(start.trunk) - blocks_left_out
+    for (k, a), b in zip(start.trunk[:len(cut.trunk)].named_parameters(), cut.trunk.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)
     back = load_config(tiny_config(tmp_path), {**pip, "output": str(tmp_path / "back"),
                                                "model.init_from": str(tmp_path / "cut" / "final.safetensors")})
-    with pytest.raises(ValueError, match="last_conv"):
+    with pytest.raises(ValueError, match="ends earlier"):
         train(back, progress=False)

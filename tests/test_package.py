@@ -64,7 +64,7 @@ def test_bundled_models_by_name(tmp_path, monkeypatch):
     assert model_file(None) == BUNDLED == model_file("default")
     assert BUNDLED_MODELS["fast"].is_file()
     default, fast = read_info("default"), read_info("fast")
-    assert (default.input_size, default.head) == (160, "pip") and fast.input_size == 96  # fast: the small input
+    assert (default.input_size, default.head) == (160, "pip") and fast.input_size == 112  # fast: the smaller input
     assert default.landmark_scheme.num_points == fast.landmark_scheme.num_points == 68
     # a file of that name in the working directory is what the user means
     (tmp_path / "fast").write_bytes(b"not a model")

@@ -157,11 +157,11 @@ def test_bad_arguments_give_clear_errors(tmp_path):
 
 
 def test_fast_model_by_name_follows_the_default_model():
-    """`--model fast` / load("fast"): the bundled 96 px model, on the same boxes, lands
+    """`--model fast` / load("fast"): the bundled 112 px model (stride-16 trunk), on the same boxes, lands
     near the default model's points on the example photos (it is less accurate, not
     something else)."""
     default, fast = facepoints.load(detector=None), facepoints.load("fast", detector=None)
-    assert fast.info.input_size == 96 and not fast.flip
+    assert fast.info.input_size == 112 and not fast.flip
     assert facepoints.load("fast").detector.name == "blazeface" and facepoints.load().detector.name == "yunet"
     for photo in PHOTOS:
         img = read_image(photo)

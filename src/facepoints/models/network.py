@@ -30,11 +30,19 @@ class ModelBuildError(RuntimeError):
     pass
 
 
-def backbone_features(name: str, pretrained: bool, last_conv: bool = True) -> tuple[nn.Module, int]:
+TRUNK_STRIDES = (32, 16)
+
+
+def backbone_features(name: str, pretrained: bool, last_conv: bool = True, stride: int = 32) -> tuple[nn.Module, int]:
     """The convolutional trunk of a torchvision classifier (no pooling, no classifier),
     and its output channels. ``last_conv=False`` (MobileNets only) leaves out the final
     1x1 expansion convolution (MobileNetV2: 320 -> 1280 channels): a head on the 320
-    channels before it costs far less at the same grid."""
+    channels before it costs far less at the same grid. ``stride=16`` ends the trunk
+    after its last stride-16 block (MobileNetV2: 96 channels; ResNets: ``layer3``),
+    which leaves out the stride-32 blocks and with them the final convolution: a grid
+    twice as fine for less compute."""
+    if stride not in TRUNK_STRIDES:
+        raise ModelBuildError(f"trunk stride {stride} not supported; choose from {TRUNK_STRIDES}")
     if name not in BACKBONES:
         raise ModelBuildError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
     weights_name, channels = BACKBONES[name]
@@ -55,7 +63,25 @@ def backbone_features(name: str, pretrained: bool, last_conv: bool = True) -> tu
     else:
         trunk = net.features[:-1]
         channels = net.features[-1][0].in_channels
+    if stride != 32:
+        trunk, channels = _cut_to_stride(trunk, stride)
     return trunk, channels
+
+
+def _cut_to_stride(trunk: nn.Sequential, stride: int) -> tuple[nn.Sequential, int]:
+    """The leading blocks of ``trunk`` whose output is at most ``stride`` times smaller
+    than its input, and the channels they leave (found by running a blank image)."""
+    x, size, keep, channels = torch.zeros(1, 3, 64, 64), 64, 0, 3
+    was_training = trunk.training
+    trunk.eval()  # BatchNorm statistics stay as they were
+    with torch.no_grad():
+        for i, block in enumerate(trunk):
+            x = block(x)
+            if size // x.shape[-1] > stride:
+                break
+            keep, channels = i + 1, int(x.shape[1])
+    trunk.train(was_training)
+    return trunk[:keep], channels
 
 
 class AddCoords(nn.Module):
@@ -206,7 +232,8 @@ PIP_STRIDES = (32, 16)
 class PIPHead(nn.Module):
     """Pixel-in-Pixel regression (PIPNet, Jin et al. 2021, arXiv 2003.03771).
 
-    On the trunk's stride-32 grid (or stride 16 after one stride-2 deconvolution), five
+    On the trunk's grid (stride 32, or 16 from a stride-16 trunk or after one stride-2
+    deconvolution of a stride-32 one), five
     1x1 convolutions give per landmark: a score map (which cell holds it), x and y
     offsets within that cell, and x and y offsets of its ``neighbours`` nearest
     landmarks of the mean shape, relative to the same cell. Decoding takes the best
@@ -220,15 +247,16 @@ class PIPHead(nn.Module):
     """
 
     def __init__(self, channels: int, num_points: int, input_size: int, neighbours: int = 10,
-                 stride: int = 32, width: int = 256, score_weight: float = 10.0):
+                 stride: int = 32, width: int = 256, score_weight: float = 10.0, trunk_stride: int = 32):
         super().__init__()
-        if stride not in PIP_STRIDES:
-            raise ModelBuildError(f"PIP head: stride {stride} not supported; choose from {PIP_STRIDES}")
+        if stride not in PIP_STRIDES or stride > trunk_stride:
+            raise ModelBuildError(f"PIP head: stride {stride} not supported on a stride-{trunk_stride} trunk; "
+                                  f"choose from {tuple(s for s in PIP_STRIDES if s <= trunk_stride)}")
         if neighbours < 1 or num_points < 2:
             raise ModelBuildError(f"PIP head: needs at least 2 points and 1 neighbour (got {num_points}, {neighbours})")
         neighbours = min(neighbours, num_points - 1)  # a scheme of P points has P - 1 others
         self.num_points, self.input_size, self.k, self.score_weight = num_points, input_size, neighbours, score_weight
-        self.up, c = upsampler(channels, width, 1 if stride == 16 else 0)
+        self.up, c = upsampler(channels, width, (trunk_stride // stride).bit_length() - 1)  # 32 -> 16: one
         self.score = nn.Conv2d(c, num_points, 1)
         self.offset = nn.Conv2d(c, 2 * num_points, 1)
         self.neighbour_offset = nn.Conv2d(c, 2 * num_points * neighbours, 1)
@@ -330,17 +358,18 @@ HEADS = ("regression", "heatmap", "pip")
 def build_model(backbone: str, num_points: int, head: str = "regression", pretrained: bool = False,
                 dropout: float = 0.0, coordconv: bool = False, input_size: int = 128,
                 heatmap_beta: float = 1.0, heatmap_decode: str = "soft", pip_neighbours: int = 10,
-                pip_stride: int = 32, pip_score_weight: float = 10.0, last_conv: bool = True) -> LandmarkNet:
+                pip_stride: int = 32, pip_score_weight: float = 10.0, last_conv: bool = True,
+                trunk_stride: int = 32) -> LandmarkNet:
     """A landmark network in one call. ``input_size`` matters only to the heatmap and
-    PIP heads (to place their grid cells in the crop); ``last_conv``: see
-    :func:`backbone_features`."""
-    trunk, channels = backbone_features(backbone, pretrained, last_conv)
+    PIP heads (to place their grid cells in the crop); ``last_conv`` and ``trunk_stride``:
+    see :func:`backbone_features` (heatmaps stay at 1/4 of the input on either trunk)."""
+    trunk, channels = backbone_features(backbone, pretrained, last_conv, trunk_stride)
     if head == "regression":
         return LandmarkNet(trunk, RegressionHead(channels, num_points, dropout, coordconv))
     if head == "heatmap":
         return LandmarkNet(trunk, HeatmapHead(channels, num_points, input_size, beta=heatmap_beta, coordconv=coordconv,
-                                                  decode=heatmap_decode))
+                                              upsamples=3 if trunk_stride == 32 else 2, decode=heatmap_decode))
     if head == "pip":
         return LandmarkNet(trunk, PIPHead(channels, num_points, input_size, neighbours=pip_neighbours,
-                                          stride=pip_stride, score_weight=pip_score_weight))
+                                          stride=pip_stride, score_weight=pip_score_weight, trunk_stride=trunk_stride))
     raise ModelBuildError(f"unknown head {head!r}; available: {', '.join(HEADS)}")

@@ -85,10 +85,14 @@ class ModelConfig(_Strict):
         "auto", description="heatmap decoding: soft-argmax, or local (peak window; for heatmap losses); "
                             "auto: local with loss awing, else soft")
     pip_neighbours: int = Field(10, ge=1, le=64, description="PIP head: neighbours per landmark (mean shape)")
-    pip_stride: Literal[32, 16] = Field(32, description="PIP head: grid stride (16: one deconvolution first)")
+    pip_stride: Literal[32, 16] = Field(32, description="PIP head: grid stride (16 on a stride-32 trunk: one "
+                                        "deconvolution first; on a stride-16 trunk it must be 16)")
     pip_score_weight: float = Field(10.0, gt=0, description="PIP head: weight of the score-map MSE in its loss")
     last_conv: bool = Field(True, description="MobileNets: keep the trunk's final 1x1 expansion convolution "
                             "(MobileNetV2 320 -> 1280); false puts the head on the 320 channels before it (faster)")
+    trunk_stride: Literal[32, 16] = Field(32, description="16: end the trunk after its last stride-16 block "
+                                          "(MobileNetV2: 96 channels; no stride-32 blocks, so no final convolution "
+                                          "either): the head's grid twice as fine for less compute")
     init_from: str | None = Field(None, description="start from this model file's weights (fine-tuning); "
                                   "same backbone; with another head, its trunk only")
     input_size: int = Field(128, ge=32, le=512)
@@ -101,6 +105,13 @@ class ModelConfig(_Strict):
         if v not in BACKBONES:
             raise ValueError(f"unknown backbone {v!r}; choose from {', '.join(BACKBONES)}")
         return v
+
+    @model_validator(mode="after")
+    def _grid_on_the_trunk(self):
+        if self.head == "pip" and self.pip_stride > self.trunk_stride:
+            raise ValueError(f"model.pip_stride {self.pip_stride} is coarser than model.trunk_stride "
+                             f"{self.trunk_stride}: set model.pip_stride: {self.trunk_stride}")
+        return self
 
 
 class LossConfig(_Strict):

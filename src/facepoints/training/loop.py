@@ -179,6 +179,8 @@ def architecture(cfg: TrainConfig, num_points: int) -> Architecture:
         kwargs.update(pip_neighbours=m.pip_neighbours, pip_stride=m.pip_stride, pip_score_weight=m.pip_score_weight)
     if not m.last_conv:  # only when set, so that files made before the option read the same
         kwargs["last_conv"] = False
+    if m.trunk_stride != 32:
+        kwargs["trunk_stride"] = m.trunk_stride
     return Architecture(m.backbone, m.head, num_points, kwargs)
 
 
@@ -192,24 +194,24 @@ def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple
     fresh_head = True
     if m.init_from:
         start, start_info = load_model(m.init_from)
-        start_last_conv = start_info.architecture().kwargs.get("last_conv", True)
-        fresh_head = start_info.head != m.head or start_last_conv != m.last_conv
+        start_kw = start_info.architecture().kwargs
+        start_trunk = (start_kw.get("last_conv", True), start_kw.get("trunk_stride", 32))
+        fresh_head = start_info.head != m.head or len(start.trunk) != len(model.trunk)  # another head, or trunk end
         if start_info.backbone != m.backbone or (not fresh_head
                                                  and start_info.landmark_scheme.num_points != data.scheme.num_points):
             raise ModelFileError(f"{m.init_from}: a {start_info.backbone}/{start_info.head} model with "
                                  f"{start_info.landmark_scheme.num_points} points cannot start a "
                                  f"{m.backbone}/{m.head} run with {data.scheme.num_points}")
         if fresh_head:  # another head: the trunk's weights only
-            trunk = start.trunk
-            if start_last_conv and not m.last_conv:  # this run leaves out the start's final convolution
-                trunk = trunk[:-1]
-            elif m.last_conv and not start_last_conv:
-                raise ModelFileError(f"{m.init_from}: its trunk has no final expansion convolution "
-                                     "(last_conv: false); this run's needs one (set model.last_conv: false)")
-            model.trunk.load_state_dict(trunk.state_dict())
+            if len(start.trunk) < len(model.trunk):
+                raise ModelFileError(f"{m.init_from}: its trunk ends earlier (last_conv, trunk_stride: {start_trunk}) "
+                                     f"than this run's ({m.last_conv}, {m.trunk_stride}); set model.last_conv "
+                                     "and model.trunk_stride as it has them, or start from a longer trunk")
+            # a run that leaves out the start's last blocks (last_conv: false, trunk_stride: 16) takes the rest
+            model.trunk.load_state_dict(start.trunk[:len(model.trunk)].state_dict())
             if lead:
-                log.info("init_from %s: trunk only (its head is %s on last_conv %s, this run's %s on last_conv %s)",
-                         m.init_from, start_info.head, start_last_conv, m.head, m.last_conv)
+                log.info("init_from %s: trunk only (its head is %s on (last_conv, trunk_stride) %s, this run's %s on %s)",
+                         m.init_from, start_info.head, start_trunk, m.head, (m.last_conv, m.trunk_stride))
         else:
             model.load_state_dict(start.state_dict())
     if fresh_head:
