@@ -86,10 +86,10 @@ def main(argv=None):
     nets += [(int(s), False, 16) for s in args.trunk16.split(",") if s]
     folder = Path(tempfile.mkdtemp())
     runners = {}
-    for net in nets:
-        path = candidate(*net[:1], folder, *net[1:])
-        runners[(*net, False)] = facepoints.load(path, detector=None, threads=1, flip=False)
-        runners[(*net, True)] = facepoints.load(path, detector=None, threads=1, flip=True)
+    for s, last, stride in nets:
+        path = candidate(s, folder, last, stride)
+        runners[(s, last, stride, False)] = facepoints.load(path, detector=None, threads=1, flip=False)
+        runners[(s, last, stride, True)] = facepoints.load(path, detector=None, threads=1, flip=True)
     samples, real = faces(args.images)
     dlib = None
     if real:

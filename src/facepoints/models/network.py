@@ -256,7 +256,7 @@ class PIPHead(nn.Module):
             raise ModelBuildError(f"PIP head: needs at least 2 points and 1 neighbour (got {num_points}, {neighbours})")
         neighbours = min(neighbours, num_points - 1)  # a scheme of P points has P - 1 others
         self.num_points, self.input_size, self.k, self.score_weight = num_points, input_size, neighbours, score_weight
-        self.up, c = upsampler(channels, width, (trunk_stride // stride).bit_length() - 1)  # 32 -> 16: one
+        self.up, c = upsampler(channels, width, 1 if stride < trunk_stride else 0)  # stride 16 on a stride-32 trunk
         self.score = nn.Conv2d(c, num_points, 1)
         self.offset = nn.Conv2d(c, 2 * num_points, 1)
         self.neighbour_offset = nn.Conv2d(c, 2 * num_points * neighbours, 1)
