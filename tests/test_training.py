@@ -91,6 +91,16 @@ def test_config_errors_name_the_field(tmp_path):
         load_config(p)
 
 
+def test_data_overrides_are_added_to_the_training_data_note(tmp_path):
+    path = tiny_config(tmp_path, note="faces x1")
+    assert load_config(path, {"optim.epochs": 3}).note == "faces x1"
+    cfg = load_config(path, {"data.train.0.repeat": 8, "optim.epochs": 3})
+    assert cfg.data.train[0].repeat == 8
+    assert cfg.note == "faces x1 (overridden: data.train.0.repeat=8)"
+    assert load_config(path, {"data.val_fraction": 0.5, "note": "mine"}).note == "mine"
+    assert load_config(tiny_config(tmp_path), {"data.val_fraction": 0.5}).note == ""
+
+
 def test_warmup_then_cosine():
     assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
     assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
