@@ -239,10 +239,11 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a mapping")
     resolve_paths(raw, path.parent.resolve())
-    for key, value in (overrides or {}).items():
+    overrides = overrides or {}
+    for key, value in overrides.items():
         _set_key(raw, key, value, path)
-    data_overrides = [f"{k}={v}" for k, v in (overrides or {}).items() if k.split(".")[0] == "data"]
-    if raw.get("note") and data_overrides and "note" not in (overrides or {}):
+    data_overrides = [f"{k}={v}" for k, v in overrides.items() if k.split(".")[0] == "data"]
+    if raw.get("note") and data_overrides and "note" not in overrides:
         # the file's note describes the file's data; say what the command line changed
         raw["note"] = f"{raw['note']} (overridden: {', '.join(data_overrides)})"
     resolve_paths(raw, Path.cwd())  # what is still relative came from the overrides
