@@ -267,6 +267,51 @@ def augment_preview(
     typer.echo(f"wrote {out}")
 
 
+@app.command("profile-faces")
+def profile_faces(
+    config: Path = typer.Argument(..., help="training config YAML: its training split is what gets turned"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder to write (300-W layout, with yaw.csv and visible.csv)"),
+    source: Optional[list[str]] = typer.Option(None, "--source", help="only sources whose FORMAT:PATH contains this "
+                                               "text (repeatable); default: every 68-point training source"),
+    copies: int = typer.Option(1, min=1, max=10, help="turned copies of each face"),
+    low: float = typer.Option(25.0, min=0, max=90, help="smallest target |yaw|, degrees"),
+    high: float = typer.Option(80.0, min=0, max=90, help="largest target |yaw|, degrees"),
+    seed: int = typer.Option(0),
+):
+    """Large-pose training faces made from the config's training faces (face profiling,
+    as 300W-LP): fit a 3-D face to the 68 labels, turn it in yaw, warp the photo; the
+    labels follow the 3-D face, far-side points included. Validation faces are never used."""
+    needs_training_install("profile-faces")
+    import json as _json
+
+    from facepoints.data.profiling import write_profiled
+    from facepoints.training.config import ConfigError, load_config
+    from facepoints.training.loop import make_splits
+
+    if low > high:
+        fail(f"--low {low} is above --high {high}")
+    if out.exists() and any(out.iterdir()):
+        fail(f"{out}: exists and is not empty; choose a new folder")
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        fail(str(e))
+    splits = make_splits(cfg)
+    picked = [i for i, s in enumerate(splits.train.samples)
+              if not source or any(t in s.attributes["source"] for t in source)]
+    if not picked:
+        fail(f"{config}: no training face comes from a source containing {source}")
+    try:
+        n = write_profiled(splits.train.subset(picked, "profiled"), out, copies, seed, low, high)
+    except ValueError as e:
+        fail(str(e))
+    (out / "provenance.json").write_text(_json.dumps(
+        {"config": str(config.resolve()), "sources": sorted({splits.train.samples[i].attributes["source"] for i in picked}),
+         "faces": len(picked), "copies": copies, "yaw_range": [low, high], "seed": seed,
+         "method": "facepoints.data.profiling (MediaPipe canonical face, Apache-2.0)"}, indent=1))
+    typer.echo(f"wrote {n} turned faces from {len(picked)} training faces to {out}")
+
+
 @app.command()
 def info(model: Optional[Path] = typer.Option(None, "--model", "-m", help="model file (.safetensors or an exported "
                                               ".onnx), or a bundled model by name (default, fast)")):

@@ -63,13 +63,25 @@ def build_transform(cfg: AugmentConfig, input_size: int, train: bool) -> A.Compo
                      save_applied_params=True)
 
 
-def apply(transform: A.Compose, image: np.ndarray, points: np.ndarray, scheme: LandmarkScheme):
-    """Run ``transform`` and keep point i meaning the same feature after a flip."""
+def apply(transform: A.Compose, image: np.ndarray, points: np.ndarray, scheme: LandmarkScheme,
+          visible: np.ndarray | None = None):
+    """Run ``transform`` and keep point i meaning the same feature after a flip. With
+    ``visible`` (one 0/1 per point), also return the points' visibility afterwards: a point
+    under a synthetic occluder is hidden."""
     out = transform(image=image, keypoints=points)
     pts = np.asarray(out["keypoints"], dtype=np.float32)[:, :2]
-    if any(name == "HorizontalFlip" for name, _ in out["applied_transforms"]):
+    flipped = any(name == "HorizontalFlip" for name, _ in out["applied_transforms"])
+    if flipped:
         pts = pts[scheme.flip_permutation]
-    return out["image"], pts
+    if visible is None:
+        return out["image"], pts
+    vis = np.asarray(visible, np.float32)[scheme.flip_permutation] if flipped else np.asarray(visible, np.float32).copy()
+    for name, params in out["applied_transforms"]:
+        if name == "CoarseDropout":
+            for x1, y1, x2, y2 in np.asarray(params.get("holes", np.zeros((0, 4)))).reshape(-1, 4):
+                inside = (pts[:, 0] >= x1) & (pts[:, 0] < x2) & (pts[:, 1] >= y1) & (pts[:, 1] < y2)
+                vis[inside] = 0
+    return out["image"], pts, vis
 
 
 def contact_sheet(images: list[np.ndarray], points: list[np.ndarray], path, cols: int = 8, scheme=None) -> None:

@@ -218,13 +218,46 @@ def read_300w(path: Path, scheme, skip_missing) -> Dataset:
     if not files:
         raise AnnotationError(path, "no .pts files found")
     samples = []
+    root = path if path.is_dir() else path.parent
+    yaws = _name_table(root / "yaw.csv", 1)
+    visible = _name_table(root / "visible.csv", None)
     for f in files:
         pts = read_pts(f)
         scheme = resolve_scheme(scheme, len(pts), f)
         img = _find_image(f.with_suffix(""))
         rel = img.relative_to(path) if path.is_dir() else Path(img.name)
-        samples.append(Sample(img, pts, str(rel), source=str(f), attributes={"group": _photo_group(f.stem)}))
+        attributes = {"group": _photo_group(f.stem)}
+        if f.stem in yaws:
+            attributes["yaw"] = float(yaws[f.stem][0])
+        if f.stem in visible:
+            vis = np.array(visible[f.stem], np.float32)
+            if len(vis) != len(pts):
+                raise AnnotationError(root / "visible.csv", f"{f.stem}: {len(vis)} visibility flags for {len(pts)} points")
+            attributes["visible"] = vis
+        samples.append(Sample(img, pts, str(rel), source=str(f), attributes=attributes))
     return finish(str(path), scheme, samples, skip_missing)
+
+
+def _name_table(path: Path, width: int | None) -> dict[str, list[float]]:
+    """A sidecar CSV of a 300-W folder (``yaw.csv``: name, yaw in degrees; ``visible.csv``:
+    name, one 0/1 per point): {image name without extension: its numbers}; {} when absent.
+    ``width``: the number of values each row must have (None: any)."""
+    if not path.is_file():
+        return {}
+    out: dict[str, list[float]] = {}
+    with open(path, newline="") as fh:
+        for line, row in enumerate(csv.reader(fh), 1):
+            if line == 1 or not row:
+                continue  # header
+            name, values = Path(row[0]).stem, row[1:]
+            try:
+                nums = [float(v) for v in values]
+            except ValueError:
+                raise AnnotationError(path, f"not a number in {values!r}", line) from None
+            if (width is not None and len(nums) != width) or not all(np.isfinite(nums)):
+                raise AnnotationError(path, f"expected {width or 'finite'} number(s) after the name, got {values!r}", line)
+            out[name] = nums
+    return out
 
 
 # --------------------------------------------------------------------------- YTF CSV

@@ -188,6 +188,35 @@ def summary(pred, gt, scheme: LandmarkScheme | str, threshold: float = 0.1,
     return out
 
 
+# AFLW2000-3D's |yaw| buckets (degrees): [0, 30), [30, 60), [60, 90] (beyond 90 counts in the last)
+POSE_BUCKETS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
+
+
+def pose_protocol(errors_box: np.ndarray, yaws: np.ndarray) -> dict:
+    """The AFLW2000-3D protocol from per-face NME by the landmark box (``nme(...,
+    "box")``, fractions) and yaws in degrees: mean NME in percent per |yaw| bucket
+    (``"0-30"``, ``"30-60"``, ``"60-90"``), faces per bucket (``"n 0-30"``...) and
+    ``"balanced"``, the mean of the bucket means (the published figure). Buckets without
+    faces are left out, and so is ``balanced`` then."""
+    e = _errors_1d(errors_box)
+    a = np.abs(np.asarray(yaws, np.float64))
+    if len(a) != len(e):
+        raise ValueError(f"{len(e)} errors but {len(a)} yaws")
+    out: dict = {}
+    means = []
+    for i, (lo, hi) in enumerate(POSE_BUCKETS):
+        last = i == len(POSE_BUCKETS) - 1
+        sel = (a >= lo) & ((a < hi) | last) & np.isfinite(e)
+        name = f"{lo:.0f}-{hi:.0f}"
+        out[f"n {name}"] = int(sel.sum())
+        if sel.any():
+            out[name] = float(e[sel].mean() * 100)
+            means.append(out[name])
+    if len(means) == len(POSE_BUCKETS):
+        out["balanced"] = float(np.mean(means))
+    return out
+
+
 def plot_ced(curves: Mapping[str, np.ndarray], path, threshold: float = 0.1,
              title: str | None = None) -> Path:
     """Write a PNG with the CED curves of several methods on one plot.

@@ -247,7 +247,8 @@ class PIPHead(nn.Module):
     """
 
     def __init__(self, channels: int, num_points: int, input_size: int, neighbours: int = 10,
-                 stride: int = 32, width: int = 256, score_weight: float = 10.0, trunk_stride: int = 32):
+                 stride: int = 32, width: int = 256, score_weight: float = 10.0, trunk_stride: int = 32,
+                 trust: bool = False):
         super().__init__()
         if stride not in PIP_STRIDES or stride > trunk_stride:
             raise ModelBuildError(f"PIP head: stride {stride} not supported on a stride-{trunk_stride} trunk; "
@@ -266,6 +267,14 @@ class PIPHead(nn.Module):
         # neighbours[i, k]: the k-th nearest landmark to landmark i in the mean shape
         self.register_buffer("neighbours", torch.stack(
             [torch.tensor([(i + 1 + j) % num_points for j in range(neighbours)]) for i in range(num_points)]))
+        # trust: per landmark and cell, a log error scale and a visibility logit, from the
+        # grid's features with their gradient stopped (the landmarks learn as without it)
+        self.trust = trust
+        if trust:
+            self.trust_branch = nn.Sequential(nn.Conv2d(c, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                                              nn.Conv2d(64, 2 * num_points, 1))
+            nn.init.zeros_(self.trust_branch[-1].weight)
+            nn.init.zeros_(self.trust_branch[-1].bias)
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.up(feats)
@@ -273,11 +282,13 @@ class PIPHead(nn.Module):
         # fixed) and only the batch stays dynamic, which keeps shape arithmetic out of the graph
         h, w = (int(v) for v in x.shape[-2:])
         p, k = self.num_points, self.k
-        return (self.score(x), self.offset(x).view(-1, p, 2, h, w),
-                self.neighbour_offset(x).view(-1, p, k, 2, h, w))
+        raw = (self.score(x), self.offset(x).view(-1, p, 2, h, w), self.neighbour_offset(x).view(-1, p, k, 2, h, w))
+        if self.trust:
+            raw += (self.trust_branch(x.detach()).view(-1, 2, p, h, w),)
+        return raw
 
     def decode(self, raw) -> torch.Tensor:
-        score, offset, nb = raw
+        score, offset, nb = raw[:3]
         p, h, w = (int(v) for v in score.shape[1:])  # constants in an export, as in forward
         k, hw, dt = self.k, h * w, score.dtype
         # the best cell of each landmark as a one-hot row: reading a map there is a
@@ -305,8 +316,29 @@ class PIPHead(nn.Module):
         nb = g[:, self.neighbours] - cell.to(g.dtype).unsqueeze(2)
         return idx, g - cell.to(g.dtype), nb
 
+    def read_trust(self, raw) -> tuple[torch.Tensor, torch.Tensor]:
+        """(error scale in crop units, visibility logit), each (B, P), read at each
+        landmark's best cell (where ``decode`` reads its offsets). The scale ``b`` is that
+        of ``p(e) ~ e exp(-e / b)``, the law of a 2-D Laplace-like radial error (mean 2b)."""
+        score, trust = raw[0], raw[3]
+        b, p, h, w = score.shape
+        onehot = nn.functional.one_hot(score.reshape(b, p, h * w).argmax(-1), h * w).to(trust.dtype)
+        at = (trust.reshape(b, 2, p, h * w) * onehot.unsqueeze(1)).sum(-1)   # (B, 2, P)
+        return torch.exp(at[:, 0].clamp(-12, 6)) / max(h, w), at[:, 1]  # a cell is 1 / grid side
+
+    def trust_loss(self, raw, target: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """The trust outputs' loss: the negative log-likelihood of each landmark's decoded
+        error (crop units, its gradient stopped) under the predicted scale, plus the binary
+        cross-entropy of the visibility logit against ``visible`` (B, P; 1 seen, 0 hidden)."""
+        with torch.no_grad():
+            err = (self.decode(raw).float() - target.float()).norm(dim=-1)
+        scale, logit = (t.float() for t in self.read_trust(raw))
+        nll = (err / scale + 2 * torch.log(scale)).mean()
+        bce = nn.functional.binary_cross_entropy_with_logits(logit, visible.float())
+        return 0.1 * (nll + bce)
+
     def loss(self, raw, target: torch.Tensor, coord_loss: nn.Module) -> torch.Tensor:
-        score, offset, nb = (t.float() for t in raw)
+        score, offset, nb = (t.float() for t in raw[:3])
         b, p, h, w = score.shape
         k = self.k
         idx, off_t, nb_t = self.encode(target, h, w)
@@ -358,7 +390,7 @@ HEADS = ("regression", "heatmap", "pip")
 def build_model(backbone: str, num_points: int, head: str = "regression", pretrained: bool = False,
                 dropout: float = 0.0, coordconv: bool = False, input_size: int = 128,
                 heatmap_beta: float = 1.0, heatmap_decode: str = "soft", pip_neighbours: int = 10,
-                pip_stride: int = 32, pip_score_weight: float = 10.0, last_conv: bool = True,
+                pip_stride: int = 32, pip_score_weight: float = 10.0, pip_trust: bool = False, last_conv: bool = True,
                 trunk_stride: int = 32) -> LandmarkNet:
     """A landmark network in one call. ``input_size`` matters only to the heatmap and
     PIP heads (to place their grid cells in the crop); ``last_conv`` and ``trunk_stride``:
@@ -371,5 +403,6 @@ def build_model(backbone: str, num_points: int, head: str = "regression", pretra
                                               upsamples=3 if trunk_stride == 32 else 2, decode=heatmap_decode))
     if head == "pip":
         return LandmarkNet(trunk, PIPHead(channels, num_points, input_size, neighbours=pip_neighbours,
-                                          stride=pip_stride, score_weight=pip_score_weight, trunk_stride=trunk_stride))
+                                          stride=pip_stride, score_weight=pip_score_weight, trunk_stride=trunk_stride,
+                                          trust=pip_trust))
     raise ModelBuildError(f"unknown head {head!r}; available: {', '.join(HEADS)}")

@@ -57,6 +57,10 @@ class BalanceConfig(_Strict):
 class DataConfig(_Strict):
     train: list[Source]
     val: list[str] = Field(default_factory=list, description="extra validation-only datasets")
+    pose_val: list[str] = Field(default_factory=list, description="large-pose validation datasets with a yaw per "
+                                "face (a 300-W folder with yaw.csv), reported by the AFLW2000-3D protocol "
+                                "(NME by the landmark box per |yaw| bucket 0-30, 30-60, 60-90 degrees and "
+                                "their balanced mean) apart from val_nme_io, which they do not enter")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="held out by group (person, photo)")
     subset: int | None = Field(None, ge=1, description="use at most this many training samples")
     scheme: str | None = None
@@ -88,6 +92,9 @@ class ModelConfig(_Strict):
     pip_stride: Literal[32, 16] = Field(32, description="PIP head: grid stride (16 on a stride-32 trunk: one "
                                         "deconvolution first; on a stride-16 trunk it must be 16)")
     pip_score_weight: float = Field(10.0, gt=0, description="PIP head: weight of the score-map MSE in its loss")
+    pip_trust: bool = Field(False, description="PIP head: also learn, per landmark, an error scale (for a "
+                            "calibrated error radius) and a visibility probability, on the grid's features with "
+                            "their gradient stopped (the landmarks are trained as without it)")
     last_conv: bool = Field(True, description="MobileNets: keep the trunk's final 1x1 expansion convolution "
                             "(MobileNetV2 320 -> 1280); false puts the head on the 320 channels before it (faster)")
     trunk_stride: Literal[32, 16] = Field(32, description="16: end the trunk after its last stride-16 block "
@@ -280,8 +287,9 @@ def resolve_paths(raw: dict, base: Path) -> dict:
         if isinstance(train, list):
             data["train"] = [{**t, "spec": _spec(t.get("spec"), base)} if isinstance(t, dict) else _spec(t, base)
                              for t in train]
-        if isinstance(data.get("val"), list):
-            data["val"] = [_spec(v, base) for v in data["val"]]
+        for key in ("val", "pose_val"):
+            if isinstance(data.get(key), list):
+                data[key] = [_spec(v, base) for v in data[key]]
         for key in ("exclude", "cache_dir"):
             if key in data:
                 data[key] = _absolute(data[key], base)

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +28,10 @@ import yaml
 from facepoints.data.augment import apply, build_transform
 from facepoints.data.calibration import calibration_record
 from facepoints.data.crop_cache import CropCache, build_cache
+from facepoints.data.formats import read_dataset
 from facepoints.data.images import short_names
 from facepoints.data.splits import Splits, read_exclusions, split_sources  # noqa: F401 (re-exported)
-from facepoints.evaluation.metrics import nme
+from facepoints.evaluation.metrics import nme, pose_protocol
 from facepoints.models.losses import build_loss
 from facepoints.models.network import LandmarkNet, RawOutputs, build_model
 from facepoints.models.package import (Architecture, ModelFileError, ModelInfo, load_checkpoint, load_model,
@@ -53,16 +54,19 @@ def make_splits(cfg: TrainConfig) -> Splits:
 
 
 class CropDataset(torch.utils.data.Dataset):
-    def __init__(self, cache: CropCache, transform, scheme, input_size: int):
+    """Augmented crops: (image, landmarks in crop units, visibility per point)."""
+
+    def __init__(self, cache: CropCache, transform, scheme, input_size: int, visible: np.ndarray | None = None):
         self.cache, self.transform, self.scheme, self.size = cache, transform, scheme, input_size
+        self.visible = visible if visible is not None else np.ones(cache.points.shape[:2], np.float32)
 
     def __len__(self):
         return len(self.cache)
 
     def __getitem__(self, i):
-        img, pts = apply(self.transform, self.cache.images[i], self.cache.points[i], self.scheme)
+        img, pts, vis = apply(self.transform, self.cache.images[i], self.cache.points[i], self.scheme, self.visible[i])
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255)
-        return x, torch.from_numpy(pts / (self.size - 1))
+        return x, torch.from_numpy(pts / (self.size - 1)), torch.from_numpy(vis)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -142,6 +146,8 @@ class TrainData:
     repeats: list[int]           # per training crop
     val_sources: list[str]       # per validation crop: its FORMAT:PATH source
     val_yaws: list[str]          # per validation crop: its |yaw| bucket ("" unknown)
+    train_visible: np.ndarray | None = None   # (M, P) per training crop: 1 seen, 0 hidden (None: all seen)
+    pose: list[tuple[str, CropCache, np.ndarray]] = field(default_factory=list)  # data.pose_val: (name, crops, yaws)
 
 
 def load_data(cfg: TrainConfig, splits: Splits | None = None, progress: bool = False, lead: bool = True) -> TrainData:
@@ -163,8 +169,37 @@ def load_data(cfg: TrainConfig, splits: Splits | None = None, progress: bool = F
             log.warning("warning: left out: %s", line)
         log.info("data: %d train faces (%d per epoch with repeats), %d val faces, cropped in %.0fs",
                  len(train_cache), sum(repeats), len(val_cache), time.time() - t0)
+    train_samples = [splits.train.samples[i] for i in train_cache.positions()]
+    visible = None
+    if any("visible" in s.attributes for s in train_samples):
+        ones = np.ones(scheme.num_points, np.float32)
+        visible = np.stack([np.asarray(s.attributes.get("visible", ones), np.float32) for s in train_samples])
+    pose = []
+    if lead:
+        for spec, name in source_labels(cfg.data.pose_val).items():
+            ds = read_dataset(spec, cfg.data.scheme, skip_missing=cfg.data.skip_missing)
+            no_yaw = [s.id for s in ds.samples if "yaw" not in s.attributes]
+            if no_yaw:
+                raise ValueError(f"data.pose_val {spec}: {len(no_yaw)} face(s) without a yaw (e.g. {no_yaw[0]}); "
+                                 "put a yaw.csv (name,yaw_degrees) beside the .pts files")
+            cache = build_cache(ds, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir, progress=progress,
+                                skip_bad_images=skip)
+            pose.append((name, cache, np.array([ds.samples[i].attributes["yaw"] for i in cache.positions()])))
     return TrainData(scheme, train_cache, val_cache, repeats, [s.attributes["source"] for s in val_samples],
-                     yaw_buckets(val_samples, scheme) if lead else [])
+                     yaw_buckets(val_samples, scheme) if lead else [], visible, pose)
+
+
+def validate_pose(model, pose: list[tuple[str, CropCache, np.ndarray]], scheme, input_size: int) -> dict:
+    """The AFLW2000-3D protocol on each ``data.pose_val`` set: ``pose_nme_box[NAME 0-30]``,
+    ``[NAME 30-60]``, ``[NAME 60-90]``, ``[NAME balanced]`` (percent) and ``pose_n[NAME 0-30]``..."""
+    out = {}
+    for name, cache, yaws in pose:
+        if not len(cache):
+            continue
+        err = nme(predict_crops(model, cache.images, input_size), cache.points, scheme, "box")
+        for key, value in pose_protocol(err, yaws).items():
+            out[f"pose_n[{name} {key[2:]}]" if key.startswith("n ") else f"pose_nme_box[{name} {key}]"] = value
+    return out
 
 
 def architecture(cfg: TrainConfig, num_points: int) -> Architecture:
@@ -177,6 +212,8 @@ def architecture(cfg: TrainConfig, num_points: int) -> Architecture:
                                     else "local" if cfg.loss.name == "awing" else "soft")
     if m.head == "pip":
         kwargs.update(pip_neighbours=m.pip_neighbours, pip_stride=m.pip_stride, pip_score_weight=m.pip_score_weight)
+        if m.pip_trust:  # only when set, so that files made before the option read the same
+            kwargs["pip_trust"] = True
     if not m.last_conv:  # only when set, so that files made before the option read the same
         kwargs["last_conv"] = False
     if m.trunk_stride != 32:
@@ -213,7 +250,12 @@ def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple
                 log.info("init_from %s: trunk only (its head is %s on (last_conv, trunk_stride) %s, this run's %s on %s)",
                          m.init_from, start_info.head, start_trunk, m.head, (m.last_conv, m.trunk_stride))
         else:
-            model.load_state_dict(start.state_dict())
+            missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
+            # a start without the trust branch leaves it fresh; nothing else may differ
+            missing = [k for k in missing if not k.startswith("head.trust_branch.")]
+            if missing or unexpected:
+                raise ModelFileError(f"{m.init_from}: its weights do not fit this network (missing {missing[:3]}, "
+                                     f"unexpected {unexpected[:3]})")
     if fresh_head:
         o = (data.train.size - m.input_size) // 2
         model.head.init_mean_shape(torch.from_numpy((data.train.points.mean(0) - o) / (m.input_size - 1)).float())
@@ -336,6 +378,7 @@ def train_one_epoch(net, model: LandmarkNet, data: CropDataset, order: np.ndarra
         items = [data[i] for i in order[b * global_batch:(b + 1) * global_batch][rank::world]]
         x = torch.stack([it[0] for it in items]).to(device, non_blocking=True)
         y = torch.stack([it[1] for it in items]).to(device, non_blocking=True)
+        v = torch.stack([it[2] for it in items]).to(device, non_blocking=True)
         if on_gpu and cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu and cfg.amp):
@@ -344,6 +387,8 @@ def train_one_epoch(net, model: LandmarkNet, data: CropDataset, order: np.ndarra
             if teacher is not None:
                 w = cfg.distill.weight
                 loss = (1 - w) * loss + w * model.head.loss(raw, teacher(x), loss_fn)
+            if getattr(model.head, "trust", False):
+                loss = loss + model.head.trust_loss(raw, y, v)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip:
@@ -432,7 +477,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
                              "inference": cfg.inference.model_dump()},
                      network=asdict(arch), box_calibrations=calibration_record())
     transform = build_transform(cfg.augment, m.input_size, train=True)
-    crops = CropDataset(data.train, transform, scheme, m.input_size)
+    crops = CropDataset(data.train, transform, scheme, m.input_size, data.train_visible)
     for epoch in range(start_epoch, oc.epochs):
         seed = cfg.seed * 100_003 + epoch
         torch.manual_seed(seed + rank)
@@ -444,14 +489,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
         train_time = time.time() - t_epoch
         if lead:
             metrics = validate(final(), data.val, scheme, m.input_size, data.val_sources, data.val_yaws)
+            metrics.update(validate_pose(final(), data.pose, scheme, m.input_size))
             rec = {"epoch": epoch + 1, "step": step, "loss": loss, "lr": sched.get_last_lr()[0],
                    "train_seconds": round(train_time, 1),
                    "images_per_second": round(seen * world / max(train_time, 1e-9), 1), **metrics}
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
             msg = f"epoch {epoch + 1}/{oc.epochs} loss {loss:.4f}"
-            if metrics:
+            if metrics.get("val_nme_io") is not None:
                 msg += f" val NME(io) {metrics['val_nme_io']:.2f}% FR10 {metrics['val_fr10']:.1f}%"
+            for key in (k for k in metrics if k.startswith("pose_nme_box[") and k.endswith(" balanced]")):
+                msg += f" {key[len('pose_nme_box['):-len(' balanced]')]} balanced NME(box) {metrics[key]:.2f}%"
             log.info("%s [%.0fs, %s img/s]", msg, train_time, rec["images_per_second"])
             score = metrics.get("val_nme_io", loss)
             info.metrics = {"epoch": epoch + 1, **metrics}
