@@ -192,6 +192,11 @@ def evaluate(
                 typer.echo(f"  {k:8s} {s[k]:.3f} %")
         if s.get("n"):
             typer.echo(f"  fr10     {s['fr10']:.2f} %\n  auc10    {s['auc10']:.4f}")
+        if s.get("pose"):
+            p = s["pose"]
+            cells = [f"{b} {p[b]:.2f} % ({p[f'n {b}']})" for b in ("0-30", "30-60", "60-90") if b in p]
+            typer.echo("  by |yaw| (NME box): " + ", ".join(cells)
+                       + (f"; balanced {p['balanced']:.2f} %" if "balanced" in p else ""))
     if bad:
         typer.echo(f"{len(bad)} of {s['n_total']} image(s) could not be read (counted as missed)", err=True)
         raise typer.Exit(1)
@@ -310,6 +315,37 @@ def profile_faces(
          "faces": len(picked), "copies": copies, "yaw_range": [low, high], "seed": seed,
          "method": "facepoints.data.profiling (MediaPipe canonical face, Apache-2.0)"}, indent=1))
     typer.echo(f"wrote {n} turned faces from {len(picked)} training faces to {out}")
+
+
+@app.command("calibrate-trust")
+def calibrate_trust(
+    config: Path = typer.Argument(..., help="training config YAML: its validation split calibrates"),
+    model: Path = typer.Argument(..., help="model file (.safetensors) trained with model.pip_trust: true"),
+    out: Path = typer.Option(..., "--out", "-o", help="the calibrated model file to write (not the input)"),
+    as_json: bool = typer.Option(False, "--json", help="print the trust metrics as JSON on stdout"),
+):
+    """Fit a model's trust calibration (90 % error radius per point, quality scale) on the
+    config's validation split and write the model with it; reports coverage, rank
+    correlation and failure detection there and on the config's data.pose_val sets."""
+    needs_training_install("calibrate-trust")
+    import json as _json
+
+    from facepoints.models.info import ModelFileError
+    from facepoints.training.config import ConfigError, load_config
+    from facepoints.training.loop import calibrate_model
+
+    if out.resolve() == model.resolve():
+        fail(f"--out {out} is the input model; write the calibrated model to a new file")
+    try:
+        metrics = calibrate_model(load_config(config), model, out)
+    except (ConfigError, ModelFileError) as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(_json.dumps(metrics))
+    else:
+        for k, v in metrics.items():
+            typer.echo(f"{k:40s} {v:.4f}")
+        typer.echo(f"wrote {out}", err=True)
 
 
 @app.command()

@@ -44,9 +44,14 @@ def write_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, opset: 
     s = info.input_size
     example = torch.rand(2, 3, s, s)
     buf = io.BytesIO()
+    outputs = ["landmarks"]
+    if getattr(model, "has_trust", False):  # a second output: per landmark (error scale, visibility)
+        from facepoints.models.network import TrustOutputs
+
+        model, outputs = TrustOutputs(model), ["landmarks", "trust"]
     with quiet_exporter_warnings():
         torch.onnx.export(model.eval(), (example,), buf, opset_version=opset, input_names=["image"],
-                          output_names=["landmarks"], dynamic_axes={"image": {0: "batch"}, "landmarks": {0: "batch"}},
+                          output_names=outputs, dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
                           do_constant_folding=True, dynamo=False)
     return save_onnx(onnx.load_from_string(buf.getvalue()), info, out)
 
@@ -60,8 +65,11 @@ def save_onnx(proto, info: ModelInfo, out: Path, kind: str = "") -> Path:
     meta = proto.metadata_props.add()
     meta.key, meta.value = "facepoints", info.to_json()
     s = info.input_size
+    p = info.landmark_scheme.num_points
+    trust = (f", trust (B, {p}, 2): per landmark the error scale in crop units and the visibility probability"
+             if len(proto.graph.output) > 1 else "")
     proto.doc_string = (f"facepoints landmark model{kind}: image (B, 3, {s}, {s}) float32 RGB in [0, 1] -> "
-                        f"landmarks (B, {info.landmark_scheme.num_points}, 2) in crop units; metadata under 'facepoints'")
+                        f"landmarks (B, {p}, 2) in crop units{trust}; metadata under 'facepoints'")
     onnx.checker.check_model(proto)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(out))

@@ -14,7 +14,7 @@ import numpy as np
 from facepoints.data.crops import box_iou
 from facepoints.data.images import ImageError, read_image
 from facepoints.data.samples import Dataset, landmark_box
-from facepoints.evaluation.metrics import nme, summary
+from facepoints.evaluation.metrics import nme, pose_protocol, summary
 
 
 # labels this far (fraction of the image's width/height) beyond its border are reported
@@ -86,4 +86,9 @@ def evaluate(ds: Dataset, predictor, use_detector: bool = False, progress: bool 
     errors = np.full(m, np.nan)
     if found.any():
         errors[found] = nme(pred[found], gt[found], ds.scheme, out.get("primary", "io"))
+    yaws = [s.attributes.get("yaw") for s in ds.samples]
+    if found.any() and all(y is not None for y in yaws):  # a yaw per face (yaw.csv): the AFLW2000-3D protocol
+        box = np.full(m, np.nan)
+        box[found] = nme(pred[found], gt[found], ds.scheme, "box")
+        out["pose"] = pose_protocol(box, np.array(yaws, np.float64))
     return Evaluation(out, ds.ids(), pred, errors)

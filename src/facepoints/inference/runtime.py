@@ -53,7 +53,11 @@ class OnnxRunner:
         if len(inputs) != 1:
             raise ModelFileError(f"{self.path}: expected one input, the model has {len(inputs)}")
         self.input_name = inputs[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_name = self.output_names[0]
+        # a second output "trust" (B, P, 2): per landmark the error scale (crop units) and
+        # the visibility probability, from a model trained with a trust branch
+        self.has_trust = "trust" in self.output_names
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -71,6 +75,14 @@ class OnnxRunner:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)
         return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def run_trust(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(landmarks, trust or None) in one pass."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if not self.has_trust:
+            return self.session.run([self.output_name], {self.input_name: x})[0], None
+        landmarks, trust = self.session.run([self.output_name, "trust"], {self.input_name: x})
+        return landmarks, trust
 
 
 def is_onnx(path: str | Path | None) -> bool:

@@ -99,6 +99,11 @@ class ModelInfo:
     box_calibrations: dict = field(default_factory=dict)
     # SHA-256 of the tensors (names, dtypes, shapes, bytes), checked on load
     tensors_sha256: str = ""
+    # a model with a trust branch: how its outputs become calibrated numbers, fitted on
+    # held-out faces (facepoints.training.trust.fit_trust): {"radius90": [per landmark:
+    # error radius / predicted scale that holds 90 % of errors], "quality_scale": the
+    # median face's mean radius / crop side, "faces": N, "fitted_on": "..."}
+    trust: dict = field(default_factory=dict)
 
     def architecture(self) -> Architecture:
         if self.network:

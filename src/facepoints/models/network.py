@@ -321,9 +321,10 @@ class PIPHead(nn.Module):
         landmark's best cell (where ``decode`` reads its offsets). The scale ``b`` is that
         of ``p(e) ~ e exp(-e / b)``, the law of a 2-D Laplace-like radial error (mean 2b)."""
         score, trust = raw[0], raw[3]
-        b, p, h, w = score.shape
-        onehot = nn.functional.one_hot(score.reshape(b, p, h * w).argmax(-1), h * w).to(trust.dtype)
-        at = (trust.reshape(b, 2, p, h * w) * onehot.unsqueeze(1)).sum(-1)   # (B, 2, P)
+        b, p, h, w = (int(v) for v in score.shape)  # constants in an export, as in decode
+        b = -1
+        onehot = nn.functional.one_hot(score.reshape(b, p, h * w).argmax(-1), h * w).to(trust.dtype)  # (B, P, HW)
+        at = (trust.reshape(b, 2, p, h * w) * onehot.unsqueeze(1)).sum(-1)                          # (B, 2, P)
         return torch.exp(at[:, 0].clamp(-12, 6)) / max(h, w), at[:, 1]  # a cell is 1 / grid side
 
     def trust_loss(self, raw, target: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
@@ -370,6 +371,29 @@ class LandmarkNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Landmarks (B, P, 2) in crop units."""
         return self.head.decode(self.raw(x))
+
+    @property
+    def has_trust(self) -> bool:
+        return bool(getattr(self.head, "trust", False))
+
+    def with_trust(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Landmarks (B, P, 2) in crop units and, per landmark, (error scale in crop units,
+        visibility probability) as (B, P, 2): what a model with a trust branch exports."""
+        raw = self.raw(x)
+        scale, logit = self.head.read_trust(raw)
+        return self.head.decode(raw), torch.stack([scale, torch.sigmoid(logit)], -1)
+
+
+class TrustOutputs(nn.Module):
+    """A view of a LandmarkNet with a trust branch whose ``forward`` is its ``with_trust``
+    (the module exports trace)."""
+
+    def __init__(self, net: LandmarkNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        return self.net.with_trust(x)
 
 
 class RawOutputs(nn.Module):

@@ -136,6 +136,28 @@ def validate(model, cache: CropCache, scheme, input_size: int, sources: list[str
     return out
 
 
+def validate_trust(model, data: "TrainData", scheme, input_size: int) -> tuple[dict, dict]:
+    """For a model with a trust branch: its calibration fitted on the validation crops
+    (:func:`facepoints.training.trust.fit_trust`), and how it does there and on each
+    ``data.pose_val`` set (``trust_coverage[NAME]``, ``trust_rank_corr[...]``,
+    ``trust_fail_auroc[...]``, ``trust_selective_gain[...]``; see ``trust_report``)."""
+    from facepoints.training.trust import fit_trust, point_errors_crop, trust_outputs, trust_report
+
+    pred, scale, vis = trust_outputs(model, data.val.images, input_size)
+    err = point_errors_crop(pred, data.val.points, input_size)
+    cal = fit_trust(err, scale, f"{len(err)} validation faces of the training split")
+    sets = [("val", data.val, pred, scale, vis, err)]
+    for name, cache, _ in data.pose:
+        p, sc, v = trust_outputs(model, cache.images, input_size)
+        sets.append((name, cache, p, sc, v, point_errors_crop(p, cache.points, input_size)))
+    metrics = {}
+    for name, cache, p, sc, v, e in sets:
+        face_nme = nme(p, cache.points, scheme, "box")
+        for key, value in trust_report(e, sc, cal, face_nme).items():
+            metrics[f"trust_{key}[{name}]"] = value
+    return cal, metrics
+
+
 @dataclass
 class TrainData:
     """Everything ``train`` needs from the data: decoded crops and per-sample facts."""
@@ -200,6 +222,22 @@ def validate_pose(model, pose: list[tuple[str, CropCache, np.ndarray]], scheme, 
         for key, value in pose_protocol(err, yaws).items():
             out[f"pose_n[{name} {key[2:]}]" if key.startswith("n ") else f"pose_nme_box[{name} {key}]"] = value
     return out
+
+
+def calibrate_model(cfg: TrainConfig, model_path, out) -> dict:
+    """Fit a trust-branch model file's calibration on the config's validation split
+    (:func:`validate_trust`) and write the model, calibration included, to ``out``.
+    Returns the trust metrics (validation split and ``data.pose_val`` sets)."""
+    model, info = load_model(model_path)
+    if not model.has_trust:
+        raise ModelFileError(f"{model_path}: no trust branch to calibrate (train with model.pip_trust: true)")
+    data = load_data(cfg, progress=False)
+    if info.landmark_scheme.num_points != data.scheme.num_points or info.input_size != cfg.model.input_size:
+        raise ModelFileError(f"{model_path}: {info.landmark_scheme.num_points} points at {info.input_size} px; the "
+                             f"config's data has {data.scheme.num_points} points and crops at {cfg.model.input_size} px")
+    info.trust, metrics = validate_trust(model, data, data.scheme, info.input_size)
+    save_model(model, info, out)
+    return metrics
 
 
 def architecture(cfg: TrainConfig, num_points: int) -> Architecture:
@@ -490,6 +528,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
         if lead:
             metrics = validate(final(), data.val, scheme, m.input_size, data.val_sources, data.val_yaws)
             metrics.update(validate_pose(final(), data.pose, scheme, m.input_size))
+            if final().has_trust and len(data.val):
+                info.trust, trust_metrics = validate_trust(final(), data, scheme, m.input_size)
+                metrics.update(trust_metrics)
             rec = {"epoch": epoch + 1, "step": step, "loss": loss, "lr": sched.get_last_lr()[0],
                    "train_seconds": round(train_time, 1),
                    "images_per_second": round(seen * world / max(train_time, 1e-9), 1), **metrics}
