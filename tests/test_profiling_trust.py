@@ -1,0 +1,190 @@
+"""Large poses (face profiling, the AFLW2000-3D protocol) and trust outputs (error radius,
+visibility, quality, head pose), on inputs whose answers are known."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from facepoints.cli import app
+from facepoints.data.formats import read_dataset, write_pts
+from facepoints.data.pose import head_pose
+from facepoints.data.profiling import face_model, fit_face, profile_face, rotation
+from facepoints.data.samples import AnnotationError
+from facepoints.evaluation.metrics import pose_protocol
+from facepoints.training.trust import fit_trust, trust_report
+from helpers import write_300w_folder
+
+
+def projected_model(yaw, pitch=0.0, roll=0.0, scale=12.0, centre=(200.0, 200.0)):
+    """The canonical face's 68 points turned by the angles and projected orthographically."""
+    pts = face_model().points68 @ rotation(yaw, pitch, roll).T
+    return (pts[:, :2] * scale + centre).astype(np.float32)
+
+
+@pytest.mark.parametrize("yaw", [-60.0, -20.0, 0.0, 35.0, 70.0])
+def test_fit_face_recovers_the_yaw_and_scale_of_a_projected_face(yaw):
+    fit = fit_face(projected_model(yaw, scale=12.0))
+    assert fit.yaw == pytest.approx(yaw, abs=0.5)
+    assert fit.scale == pytest.approx(12.0, rel=0.01)
+
+
+def test_profile_face_turns_the_labels_with_the_3d_face_and_hides_the_far_side():
+    labels = projected_model(0.0)
+    image = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    res = profile_face(image, labels, 60.0)
+    assert res.image.shape == image.shape and not np.array_equal(res.image, image)
+    # the labels are the turned model points (the face was the model itself)
+    np.testing.assert_allclose(res.points, projected_model(60.0), atol=0.5)
+    assert res.yaw == 60.0 and res.source_yaw == pytest.approx(0.0, abs=0.5)
+    # yaw > 0 turns the nose to the image's right: the subject's left (jaw 9-16) goes away
+    assert not res.visible[12:17].any() and res.visible[0:5].all()
+    assert res.visible[[36, 39, 48, 30]].all()          # the near eye, mouth corner and nose tip stay seen
+    assert profile_face(image, labels, 0.0).visible.all()  # no turn: every labelled point stays seen
+
+
+@pytest.mark.parametrize("angles", [(30.0, 0.0, 0.0), (-50.0, 10.0, 0.0), (0.0, 15.0, 0.0), (10.0, 0.0, 20.0)])
+def test_head_pose_recovers_the_angles_of_a_turned_face(angles):
+    yaw, pitch, roll = head_pose(projected_model(*angles))
+    assert yaw == pytest.approx(angles[0], abs=2.0)
+    assert pitch == pytest.approx(angles[1], abs=6.0)
+    assert roll == pytest.approx(angles[2], abs=1.0)
+
+
+def test_pose_protocol_buckets_and_balanced_mean():
+    err = np.array([0.02, 0.04, 0.06, 0.08, 0.10, np.nan])
+    yaw = np.array([5, -29, 30, -59.9, 95, 70])  # |yaw| 95 counts in 60-90; NaN (missed) is left out
+    p = pose_protocol(err, yaw)
+    assert p["0-30"] == pytest.approx(3.0) and p["30-60"] == pytest.approx(7.0) and p["60-90"] == pytest.approx(10.0)
+    assert (p["n 0-30"], p["n 30-60"], p["n 60-90"]) == (2, 2, 1)
+    assert p["balanced"] == pytest.approx(20 / 3)
+    assert "balanced" not in pose_protocol(err[:2], yaw[:2])  # an empty bucket: no balanced mean
+
+
+def test_300w_sidecars_give_yaw_and_visibility_and_bad_ones_are_named(tmp_path):
+    folder = write_300w_folder(tmp_path / "f", n=3)
+    (folder / "yaw.csv").write_text("name,yaw_degrees\nface000_1,45.5\nface002_1.jpg,-10\n")
+    (folder / "visible.csv").write_text("name," + ",".join(f"v{i}" for i in range(68)) + "\n"
+                                        + "face001_1," + ",".join(["0"] * 17 + ["1"] * 51) + "\n")
+    by_id = {s.id: s for s in read_dataset(f"300w:{folder}")}
+    assert by_id["face000_1.jpg"].attributes["yaw"] == 45.5 and by_id["face002_1.jpg"].attributes["yaw"] == -10
+    assert "yaw" not in by_id["face001_1.jpg"].attributes
+    np.testing.assert_array_equal(by_id["face001_1.jpg"].attributes["visible"], [0] * 17 + [1] * 51)
+    (folder / "visible.csv").write_text("name,v0\nface001_1,1\n")
+    with pytest.raises(AnnotationError, match="visible.csv.*1 visibility flags for 68 points"):
+        read_dataset(f"300w:{folder}")
+    (folder / "visible.csv").unlink()
+    (folder / "yaw.csv").write_text("name,yaw_degrees\nface000_1,forty\n")
+    with pytest.raises(AnnotationError, match=r"yaw.csv:2: not a number"):
+        read_dataset(f"300w:{folder}")
+
+
+def test_points_under_an_occluder_are_marked_hidden_and_flips_carry_visibility():
+    import albumentations as A
+
+    from facepoints.data.augment import apply
+    from facepoints.schemes import IBUG68
+
+    pts = projected_model(0.0, scale=3.0, centre=(32.0, 32.0))
+    image = np.zeros((64, 64, 3), np.uint8)
+    hole = A.Compose([A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.5, 0.5),
+                                      hole_width_range=(0.5, 0.5), fill=0, p=1)],
+                     keypoint_params=A.KeypointParams(format="xy", remove_invisible=False), save_applied_params=True)
+    hole.set_random_seed(0)
+    out = hole(image=image, keypoints=pts)
+    x1, y1, x2, y2 = out["applied_transforms"][0][1]["holes"][0]
+    hole.set_random_seed(0)
+    _, p, vis = apply(hole, image, pts, IBUG68, np.ones(68, np.float32))
+    inside = (p[:, 0] >= x1) & (p[:, 0] < x2) & (p[:, 1] >= y1) & (p[:, 1] < y2)
+    assert inside.any() and not inside.all()
+    np.testing.assert_array_equal(vis, (~inside).astype(np.float32))
+    flip = A.Compose([A.HorizontalFlip(p=1)], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
+                     save_applied_params=True)
+    given = np.ones(68, np.float32)
+    given[0] = 0  # the subject's right jaw end hidden: after a flip it is point 16
+    _, _, vis = apply(flip, image, pts, IBUG68, given)
+    assert vis[16] == 0 and vis.sum() == 67
+
+
+def test_fit_trust_covers_90_percent_and_quality_ranks_the_bad_faces_last():
+    rng = np.random.default_rng(0)
+    scale = rng.uniform(0.01, 0.08, (400, 1)) * rng.uniform(0.5, 1.5, (1, 5))  # hard faces and hard points
+    errors = rng.gamma(2.0, scale)          # the law the scale is trained for: mean 2b
+    cal = fit_trust(errors, scale, "test")
+    assert len(cal["radius90"]) == 5 and cal["faces"] == 400
+    face_nme = errors.mean(1)
+    rep = trust_report(errors, scale, cal, face_nme, fail_at=np.quantile(face_nme, 0.9))
+    assert rep["coverage"] == pytest.approx(0.9, abs=0.01)
+    assert rep["rank_corr"] > 0.4 and rep["fail_auroc"] > 0.75 and rep["selective_gain"] > 0.05
+
+
+def _tiny_trust_run(tmp_path, epochs=1):
+    data = write_300w_folder(tmp_path / "faces", n=12)
+    pose = write_300w_folder(tmp_path / "pose", n=6, seed=5)
+    (pose / "yaw.csv").write_text("name,yaw_degrees\n" + "".join(f"face{i:03d}_1,{y}\n"
+                                                                for i, y in enumerate([5, 10, 40, 50, 70, 80])))
+    cfg = {"name": "tiny", "seed": 3, "output": str(tmp_path / "run"),
+           "data": {"train": [f"300w:{data}"], "val_fraction": 0.25, "cache_dir": str(tmp_path / "cache"),
+                    "pose_val": [f"300w:{pose}"]},
+           "model": {"backbone": "mobilenet_v3_small", "input_size": 64, "head": "pip", "pip_trust": True},
+           "augment": {"occlusion": 0.5}, "optim": {"batch_size": 4, "epochs": epochs, "lr": 0.001}, "threads": 1}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_trust_run_reports_pose_and_trust_and_its_export_gives_faces_their_trust(tmp_path):
+    import facepoints
+    from facepoints.deploy.export import export_model
+    from facepoints.training.config import load_config
+    from facepoints.training.loop import train
+
+    best = train(load_config(_tiny_trust_run(tmp_path)), progress=False)
+    rec = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["pose_n[300w:pose 0-30]"] == 2 and rec["pose_n[300w:pose 60-90]"] == 2
+    assert np.isfinite(rec["pose_nme_box[300w:pose balanced]"])
+    assert 0 <= rec["trust_coverage[300w:pose]"] <= 1 and "trust_coverage[val]" in rec
+    report = export_model(best, "onnx", tmp_path / "m.onnx")
+    assert report.ok
+    predictor = facepoints.load(tmp_path / "m.onnx", detector=None)
+    assert predictor.run.output_names == ["landmarks", "trust"]
+    face = predictor.predict(np.full((240, 240, 3), 128, np.uint8), landmark_boxes=[[60, 60, 180, 190]])[0]
+    assert face.error_radius.shape == (68,) and (face.error_radius > 0).all()
+    assert face.visible.shape == (68,) and ((face.visible >= 0) & (face.visible <= 1)).all()
+    assert 0 < face.quality < 1 and set(face.pose) == {"yaw", "pitch", "roll"}
+    d = face.to_dict()
+    assert len(d["error_radius"]) == 68 and len(d["visible"]) == 68 and set(d["pose"]) == {"yaw", "pitch", "roll"}
+    # without a trust branch the keys are absent, not null
+    plain = facepoints.load("fast", detector=None).predict(np.full((240, 240, 3), 128, np.uint8),
+                                                            landmark_boxes=[[60, 60, 180, 190]])[0].to_dict()
+    assert "error_radius" not in plain and "visible" not in plain and "pose" in plain
+
+
+def test_cli_profile_faces_turns_training_faces_only_and_never_writes_into_a_full_folder(tmp_path):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i in range(8):  # faces a 3-D fit can follow: the canonical face, slightly turned
+        pts = projected_model(float(i * 3 - 10), scale=8.0, centre=(110.0, 120.0))
+        import cv2
+
+        cv2.imwrite(str(faces / f"p{i:02d}_1.jpg"), np.random.default_rng(i).integers(0, 255, (240, 220, 3), np.uint8))
+        write_pts(pts, faces / f"p{i:02d}_1.pts")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"train": [f"300w:{faces}"], "val_fraction": 0.25,
+                                            "cache_dir": str(tmp_path / "cache")}}))
+    out = tmp_path / "turned"
+    res = CliRunner().invoke(app, ["profile-faces", str(cfg), "--out", str(out), "--low", "40", "--high", "50"])
+    assert res.exit_code == 0, res.output
+    turned = read_dataset(f"300w:{out}")
+    from facepoints.training.config import load_config
+    from facepoints.training.loop import make_splits
+
+    train_ids = {s.id.split(".")[0] for s in make_splits(load_config(cfg)).train}
+    assert 0 < len(turned) == len(train_ids) < 8  # the validation faces are not turned
+    assert {s.id.rsplit("_p", 1)[0] for s in turned} == train_ids
+    assert all(40 <= abs(s.attributes["yaw"]) <= 50 and s.attributes["visible"].shape == (68,) for s in turned)
+    assert json.loads((out / "provenance.json").read_text())["faces"] == len(train_ids)
+    again = CliRunner().invoke(app, ["profile-faces", str(cfg), "--out", str(out)])
+    assert again.exit_code == 2 and "not empty" in again.output
