@@ -79,8 +79,10 @@ def test_faces_serialise_rounded_only_in_to_dict():
     face = facepoints.load().predict(read_image(PHOTOS[0]))[0]
     assert face.landmarks.dtype == np.float32 and not np.allclose(face.landmarks, face.landmarks.round(2))
     d = face.to_dict()
-    assert json.loads(json.dumps(d)) == d and set(d) == {"box", "score", "landmarks"}
+    # the bundled model has no trust branch yet: its faces carry a head pose, no trust keys
+    assert json.loads(json.dumps(d)) == d and set(d) == {"box", "score", "landmarks", "pose"}
     assert d["landmarks"][0] == [round(float(v), 2) for v in face.landmarks[0]]
+    assert d["pose"] == {k: round(float(v), 1) for k, v in face.pose.items()} and abs(d["pose"]["yaw"]) < 45
 
 
 @pytest.mark.parametrize("box, why", [([[0, 0, float("nan"), 10]], "not finite"), ([[0, 0, float("inf"), 9]], "not finite"),

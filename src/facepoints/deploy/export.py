@@ -34,6 +34,7 @@ from facepoints.deploy.onnx_file import (DEFAULT_OPSET, EXAMPLES, image_files,  
                                          quiet_exporter_warnings, tmp_for, write_onnx)
 from facepoints.deploy.runners import TorchRunner, file_sha256
 from facepoints.inference.runtime import OnnxRunner
+from facepoints.models.info import parse_info
 from facepoints.models.package import ModelInfo, load_model, model_file
 
 FORMATS = ("onnx", "torchscript")
@@ -117,7 +118,7 @@ def read_onnx_info(path: str | Path) -> ModelInfo:
     meta = {p.key: p.value for p in proto.metadata_props}
     if "facepoints" not in meta:
         raise ExportError(f"{path}: no facepoints metadata")
-    return ModelInfo.from_json(meta["facepoints"])
+    return parse_info(meta["facepoints"], path)
 
 
 def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, ModelInfo]:

@@ -10,12 +10,11 @@ imports neither torch nor torchvision; ``facepoints.load()`` picks the backend
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from facepoints.models.info import BUNDLED_ONNX, ModelFileError, ModelInfo, bundled_name
+from facepoints.models.info import BUNDLED_ONNX, ModelFileError, ModelInfo, bundled_name, parse_info
 
 ONNX_META_KEY = "facepoints"
 ONNX_SUFFIXES = (".onnx",)
@@ -64,13 +63,20 @@ class OnnxRunner:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
     def info(self) -> ModelInfo:
+        """The metadata, validated as a ``.safetensors`` file's is, and checked against the
+        graph: its input must be (B, 3, input_size, input_size) and its landmarks (B, P, 2)
+        for the scheme's P points."""
         meta = self.metadata
         if ONNX_META_KEY not in meta:
             raise ModelFileError(f"{self.path}: an ONNX file without facepoints metadata (a foreign model?)")
-        try:
-            return ModelInfo.from_json(meta[ONNX_META_KEY])
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ModelFileError(f"{self.path}: damaged facepoints metadata ({e})") from None
+        info = parse_info(meta[ONNX_META_KEY], self.path)
+        want_in = [3, info.input_size, info.input_size]
+        got_in = list(self.session.get_inputs()[0].shape)[1:]
+        got_out = list(self.session.get_outputs()[0].shape)[1:]
+        if got_in != want_in or (got_out and got_out != [info.landmark_scheme.num_points, 2]):
+            raise ModelFileError(f"{self.path}: damaged facepoints metadata (it says {info.input_size} px and "
+                                 f"{info.landmark_scheme.num_points} points; the graph takes {got_in} and gives {got_out})")
+        return info
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)

@@ -139,17 +139,62 @@ def read_info(path: str | Path | None) -> ModelInfo:
         raise ModelFileError(f"{path}: not a facepoints model file ({e})") from None
     if "facepoints" not in meta:
         raise ModelFileError(f"{path}: a safetensors file without facepoints metadata (a foreign model?)")
+    return parse_info(meta["facepoints"], path)
+
+
+def parse_info(text: str, where) -> ModelInfo:
+    """Model metadata from its JSON, validated (:func:`check_info`): the one reader for
+    every model format (``.safetensors`` header, ONNX metadata)."""
     try:
-        info = ModelInfo.from_json(meta["facepoints"])
-        num_points = info.landmark_scheme.num_points
+        info = ModelInfo.from_json(text)
+        if not isinstance(json.loads(text), dict):
+            raise TypeError("not a JSON object")
     except ModelFileError as e:
-        raise ModelFileError(f"{path}: {e}") from None
+        raise ModelFileError(f"{where}: {e}") from None
     except (ValueError, TypeError, AttributeError, KeyError) as e:
-        raise ModelFileError(f"{path}: damaged facepoints metadata ({e.__class__.__name__}: {str(e)[:200]})") from None
-    # A crop of input_size^2 pixels is allocated per face: refuse absurd values up front.
-    size, scale = info.input_size, info.crop_scale
-    if not (isinstance(size, int) and 16 <= size <= 1024 and isinstance(scale, (int, float))
-            and math.isfinite(scale) and 0.5 <= scale <= 4 and isinstance(info.recipe, dict)):
-        raise ModelFileError(f"{path}: damaged facepoints metadata (input_size {size!r}, crop_scale {scale!r}, "
-                             f"{num_points} points)")
+        raise ModelFileError(f"{where}: damaged facepoints metadata ({e.__class__.__name__}: {str(e)[:200]})") from None
+    check_info(info, where)
     return info
+
+
+def _is_int(v, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def check_info(info: ModelInfo, where) -> None:
+    """Refuse metadata that would crash, allocate without bound or silently mislabel:
+    the crop (input_size 16-1024 px, crop_scale 0.5-4, finite), the scheme against the
+    network's point count, the inference recommendations (flip a bool, refine 0-3,
+    detect_size 32-4096, detector a name) and the trust calibration's length."""
+    def bad(what: str):
+        raise ModelFileError(f"{where}: damaged facepoints metadata ({what})")
+
+    try:
+        num_points = info.landmark_scheme.num_points
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        bad(f"scheme: {e.__class__.__name__}: {str(e)[:200]}")
+    size, scale = info.input_size, info.crop_scale
+    if not _is_int(size, 16, 1024):
+        bad(f"input_size {size!r}: must be a whole number of pixels, 16 to 1024")
+    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and 0.5 <= scale <= 4):
+        bad(f"crop_scale {scale!r}: must be a finite number, 0.5 to 4")
+    if not isinstance(info.recipe, dict) or not isinstance(info.network, dict) or not isinstance(info.trust, dict):
+        bad("recipe, network and trust must be JSON objects")
+    if info.network and info.network.get("num_points") != num_points:
+        bad(f"the scheme {info.landmark_scheme.name!r} has {num_points} points, the network "
+            f"{info.network.get('num_points')!r}")
+    rec = info.recipe.get("inference", {})
+    if not isinstance(rec, dict):
+        bad("recipe.inference must be a JSON object")
+    checks = {"flip": lambda v: isinstance(v, bool), "refine": lambda v: _is_int(v, 0, 3),
+              "detect_size": lambda v: _is_int(v, 32, 4096), "detector": lambda v: isinstance(v, str) and 0 < len(v) < 40}
+    for key, ok in checks.items():
+        if rec.get(key) is not None and not ok(rec[key]):
+            bad(f"recipe.inference.{key} {rec[key]!r}")
+    factors = info.trust.get("radius90")
+    if factors is not None and not (isinstance(factors, list) and len(factors) == num_points
+                                    and all(isinstance(f, (int, float)) and math.isfinite(f) and f > 0 for f in factors)):
+        bad(f"trust.radius90 must be {num_points} positive numbers")
+    q = info.trust.get("quality_scale")
+    if q is not None and not (isinstance(q, (int, float)) and math.isfinite(q) and q > 0):
+        bad(f"trust.quality_scale {q!r}")
