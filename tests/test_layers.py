@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "facepoints"
 
 # lowest first; a module may import its own layer and those before it
 LAYERS = [
-    {"facepoints.version", "facepoints.schemes", "facepoints.data"},
+    {"facepoints.version", "facepoints.errors", "facepoints.schemes", "facepoints.data"},
     {"facepoints.models"},
     {"facepoints.training", "facepoints.evaluation"},
     {"facepoints.inference"},
@@ -85,7 +85,7 @@ def test_each_layer_imports_only_itself_and_below():
 
 def test_data_imports_no_other_subpackage():
     wrong = [f"{m} imports {n}" for m, deps in GRAPH.items() if m.startswith("facepoints.data")
-             for n in deps if not n.startswith(("facepoints.data", "facepoints.schemes", "facepoints.version"))]
+             for n in deps if not n.startswith(("facepoints.data", "facepoints.schemes", "facepoints.version", "facepoints.errors"))]
     assert not wrong, "\n".join(wrong)
 
 

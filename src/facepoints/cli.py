@@ -9,10 +9,25 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import typer.core
 
 import facepoints
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+class _Commands(typer.core.TyperGroup):
+    """Every command's user errors (:class:`facepoints.errors.FacepointsError` and its
+    subclasses) end as one ``error:`` line and the error's exit code, never a traceback."""
+
+    def invoke(self, ctx):
+        from facepoints.errors import FacepointsError
+
+        try:
+            return super().invoke(ctx)
+        except FacepointsError as e:
+            typer.echo(f"error: {str(e).strip() or e.__class__.__name__}", err=True)
+            ctx.exit(e.exit_code)
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
                   help="Facial landmarks: train, evaluate and run landmark detectors.")
 
 FlipOpt = typer.Option(None, "--flip/--no-flip",

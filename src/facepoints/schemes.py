@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facepoints.errors import FacepointsError
 
-class SchemeError(ValueError):
+
+class SchemeError(FacepointsError, ValueError):
     """A scheme definition is inconsistent or unknown."""
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from facepoints.errors import FacepointsError
+
 # the image files folder scans pick up
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # image formats a user may expect to work, said so when a folder scan skips them
@@ -24,8 +26,10 @@ UNSUPPORTED_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg",
 MAX_PIXELS = 50_000_000
 
 
-class ImageError(ValueError):
+class ImageError(FacepointsError, ValueError):
     """An image that cannot be used; the message names it and says why."""
+
+    exit_code = 1
 
 
 def read_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:

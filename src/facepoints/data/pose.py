@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facepoints.errors import FacepointsError
 from facepoints.schemes import LandmarkScheme
 
 # The 14-point generic face (anthropometric head model units, ~cm), in the model's own
@@ -59,7 +60,7 @@ POSE_INDICES: dict[str, tuple[int, ...]] = {
 ANGLES = ("yaw", "pitch", "roll")
 
 
-class PoseError(ValueError):
+class PoseError(FacepointsError, ValueError):
     """The pose cannot be estimated (unknown scheme, degenerate points)."""
 
 

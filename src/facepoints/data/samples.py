@@ -11,11 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from facepoints.errors import FacepointsError
 from facepoints.schemes import LandmarkScheme
 
 
-class AnnotationError(ValueError):
+class AnnotationError(FacepointsError, ValueError):
     """A malformed annotation. The message names the file and, where known, the line."""
+
+    http_status = 422
 
     def __init__(self, path: str | Path, message: str, line: int | None = None):
         self.path = str(path)

@@ -10,10 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facepoints.errors import FacepointsError
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
-class VideoError(ValueError):
+class VideoError(FacepointsError, ValueError):
     """A video that cannot be read; the message names the file."""
 
 

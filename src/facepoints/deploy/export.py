@@ -30,9 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facepoints.deploy.onnx_file import (DEFAULT_OPSET, EXAMPLES, image_files,  # noqa: F401 (EXAMPLES re-exported)
-                                         quiet_exporter_warnings, tmp_for, write_onnx)
+from facepoints.deploy.onnx_file import (  # noqa: F401 (EXAMPLES re-exported)
+    DEFAULT_OPSET,
+    EXAMPLES,
+    image_files,
+    quiet_exporter_warnings,
+    tmp_for,
+    write_onnx,
+)
 from facepoints.deploy.runners import TorchRunner, file_sha256
+from facepoints.errors import FacepointsError
 from facepoints.inference.runtime import OnnxRunner
 from facepoints.models.info import parse_info
 from facepoints.models.package import ModelInfo, load_model, model_file
@@ -42,7 +49,7 @@ TORCHSCRIPT_META = "facepoints.json"
 DEFAULT_TOLERANCE_PX = 0.1
 
 
-class ExportError(RuntimeError):
+class ExportError(FacepointsError, RuntimeError):
     """An export that failed or does not reproduce the PyTorch model."""
 
 
@@ -237,8 +244,14 @@ def export_model(model_path: str | Path | None, fmt: str, out: str | Path, image
     expected, note = info, ""
     try:
         if fmt == "onnx" and int8:
-            from facepoints.optimize.quantize import (DEFAULT_CALIBRATION_FACES, INT8_MAX_NME_CHANGE, CalibrationError,
-                                                      calibration_crops, int8_info, quantize_onnx)
+            from facepoints.optimize.quantize import (
+                DEFAULT_CALIBRATION_FACES,
+                INT8_MAX_NME_CHANGE,
+                CalibrationError,
+                calibration_crops,
+                int8_info,
+                quantize_onnx,
+            )
 
             write_onnx(model, info, fp32_tmp, opset=opset)
             try:

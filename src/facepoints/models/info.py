@@ -16,6 +16,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
+from facepoints.errors import FacepointsError
 from facepoints.schemes import LandmarkScheme
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,8 +49,10 @@ def model_file(model: str | Path | None) -> Path:
     return BUNDLED_MODELS[name] if name else Path(model)
 
 
-class ModelFileError(ValueError):
+class ModelFileError(FacepointsError, ValueError):
     """A model file that is not a facepoints model, or is damaged."""
+
+    http_status = 500
 
 
 @dataclass(frozen=True)

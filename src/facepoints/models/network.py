@@ -12,6 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
+from facepoints.errors import FacepointsError
 from facepoints.models.info import IMAGENET_MEAN, IMAGENET_STD
 
 # name -> (torchvision weights, feature channels). MobileNetV2 uses V1 weights: the
@@ -26,7 +27,7 @@ BACKBONES = {
 }
 
 
-class ModelBuildError(RuntimeError):
+class ModelBuildError(FacepointsError, RuntimeError):
     pass
 
 

@@ -39,8 +39,23 @@ def save_model(model: LandmarkNet, info: ModelInfo, path: str | Path) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     info.tensors_sha256 = tensors_sha256(state)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(state, str(tmp), metadata={"facepoints": info.to_json()})
-    os.replace(tmp, path)
+    _write_atomically(lambda: save_file(state, str(tmp), metadata={"facepoints": info.to_json()}), tmp, path)
+
+
+def _write_atomically(write, tmp: Path, path: Path) -> None:
+    """Run ``write`` (which writes ``tmp``), give the file the usual mode (0666 less the
+    umask; safetensors and torch would leave 0600), and rename it onto ``path``. A failed
+    write (a full disk) removes the temp file and raises one ModelFileError line."""
+    try:
+        write()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        Path(tmp).unlink(missing_ok=True)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:200]
+        raise ModelFileError(f"{path}: could not be written ({reason}); nothing was replaced") from None
 
 
 def load_model(path: str | Path | None = None) -> tuple[LandmarkNet, ModelInfo]:
@@ -109,5 +124,4 @@ def save_checkpoint(obj: dict, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, str(tmp))
-    os.replace(tmp, path)
+    _write_atomically(lambda: torch.save(obj, str(tmp)), tmp, path)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facepoints.errors import FacepointsError
 from facepoints.models.package import ModelInfo
 
 DEFAULT_CALIBRATION_FACES = 200
@@ -40,7 +41,7 @@ DEFAULT_CALIBRATION_FACES = 200
 INT8_MAX_NME_CHANGE = 1.0
 
 
-class CalibrationError(ValueError):
+class CalibrationError(FacepointsError, ValueError):
     """No usable calibration faces."""
 
 
@@ -191,7 +192,12 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, crops: np.ndarray, inf
     """Quantise the fp32 ONNX file ``fp32_path`` to ``out`` (static, QDQ) with ranges
     from ``crops``; ``info`` (see :func:`int8_info`) goes into the file's metadata."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

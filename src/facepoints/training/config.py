@@ -17,10 +17,18 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from facepoints.data.augment import AugmentConfig
 from facepoints.data.calibration import DETECTOR_CALIBRATIONS
+from facepoints.errors import FacepointsError
 from facepoints.models.network import BACKBONES
 
 
@@ -202,7 +210,7 @@ class TrainConfig(_Strict):
         return self
 
 
-class ConfigError(ValueError):
+class ConfigError(FacepointsError, ValueError):
     pass
 
 

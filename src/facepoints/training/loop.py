@@ -31,11 +31,19 @@ from facepoints.data.crop_cache import CropCache, build_cache
 from facepoints.data.formats import read_dataset
 from facepoints.data.images import short_names
 from facepoints.data.splits import Splits, read_exclusions, split_sources  # noqa: F401 (re-exported)
+from facepoints.errors import FacepointsError, TrainingError
 from facepoints.evaluation.metrics import nme, pose_protocol
 from facepoints.models.losses import build_loss
 from facepoints.models.network import LandmarkNet, RawOutputs, build_model
-from facepoints.models.package import (Architecture, ModelFileError, ModelInfo, load_checkpoint, load_model,
-                                       save_checkpoint, save_model)
+from facepoints.models.package import (
+    Architecture,
+    ModelFileError,
+    ModelInfo,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    save_model,
+)
 from facepoints.training.config import TrainConfig, resolve_paths
 
 log = logging.getLogger("facepoints.training")
@@ -44,7 +52,7 @@ log = logging.getLogger("facepoints.training")
 RESUMABLE_KEYS = ("output", "threads", "device", "amp", "channels_last", "max_steps", "note", "name", "data.cache_dir")
 
 
-class ResumeError(ValueError):
+class ResumeError(FacepointsError, ValueError):
     """``--resume`` that cannot continue the run as it was started."""
 
 
@@ -141,7 +149,12 @@ def validate_trust(model, data: "TrainData", scheme, input_size: int) -> tuple[d
     (:func:`facepoints.training.trust.fit_trust`), and how it does there and on each
     ``data.pose_val`` set (``trust_coverage[NAME]``, ``trust_rank_corr[...]``,
     ``trust_fail_auroc[...]``, ``trust_selective_gain[...]``; see ``trust_report``)."""
-    from facepoints.training.trust import fit_trust, point_errors_crop, trust_outputs, trust_report
+    from facepoints.training.trust import (
+        fit_trust,
+        point_errors_crop,
+        trust_outputs,
+        trust_report,
+    )
 
     pred, scale, vis = trust_outputs(model, data.val.images, input_size)
     err = point_errors_crop(pred, data.val.points, input_size)
@@ -300,6 +313,44 @@ def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple
     return model, arch
 
 
+def _lock_output(out: Path):
+    """Hold an exclusive lock on ``out/.lock`` for the run (released when the process
+    ends, however it ends): a second trainer on the same folder is refused."""
+    import fcntl
+    import os
+
+    out.mkdir(parents=True, exist_ok=True)
+    fh = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        owner = fh.read().strip() or "another process"
+        fh.close()
+        raise TrainingError(f"{out}: in use by another training run ({owner}); wait for it or choose another "
+                            "--output") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def _tidy_for_resume(out: Path, epoch: int) -> None:
+    """Before resuming at ``epoch``: remove temp files that killed writes left behind, and
+    the ``metrics.jsonl`` lines of epochs after the checkpoint (they are trained again)."""
+    for tmp in out.glob(".*.tmp*"):
+        tmp.unlink(missing_ok=True)
+    path = out / "metrics.jsonl"
+    if path.is_file():
+        lines = path.read_text().splitlines()
+        keep = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+        if len(keep) != len(lines):
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(line + "\n" for line in keep))
+            tmp.replace(path)
+
+
 def _distributed() -> tuple[int, int]:
     """(rank, world size) under torchrun, else (0, 1). Gloo on CPU, NCCL on GPUs."""
     import os
@@ -427,6 +478,9 @@ def train_one_epoch(net, model: LandmarkNet, data: CropDataset, order: np.ndarra
                 loss = (1 - w) * loss + w * model.head.loss(raw, teacher(x), loss_fn)
             if getattr(model.head, "trust", False):
                 loss = loss + model.head.trust_loss(raw, y, v)
+        if not torch.isfinite(loss.detach()):
+            raise TrainingError(f"{desc or 'training'}, step {step + 1}: the loss is {loss.item()} (not finite): the run "
+                                "diverged and was stopped; nothing of this epoch was saved (try a lower optim.lr)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip:
@@ -461,11 +515,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ck = None
+    if resume and not ckpt_path.exists():
+        raise ResumeError(f"{ckpt_path} does not exist: nothing to resume (drop --resume to start this run)")
+    lock = _lock_output(out) if lead else None  # noqa: F841 (held until the run ends)
     if resume:
-        if not ckpt_path.exists():
-            raise ResumeError(f"{ckpt_path} does not exist: nothing to resume (drop --resume to start this run)")
         ck = load_checkpoint(ckpt_path)
         check_resume(cfg, ck, out)
+        if lead:
+            _tidy_for_resume(out, ck["epoch"])
     elif ckpt_path.exists():
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another output")
     if lead and ck is None:  # a resumed run keeps the config it was started with
@@ -543,6 +600,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
                 msg += f" {key[len('pose_nme_box['):-len(' balanced]')]} balanced NME(box) {metrics[key]:.2f}%"
             log.info("%s [%.0fs, %s img/s]", msg, train_time, rec["images_per_second"])
             score = metrics.get("val_nme_io", loss)
+            if not math.isfinite(score):
+                raise TrainingError(f"epoch {epoch + 1}: validation NME is {score} (not finite): the weights are damaged; "
+                                    "stopped without saving this epoch (try a lower optim.lr)")
             info.metrics = {"epoch": epoch + 1, **metrics}
             if score < best:
                 best = score

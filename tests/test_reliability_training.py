@@ -1,0 +1,81 @@
+"""Training never loses a run silently (issue 31): diverged runs stop without saving, one
+output folder takes one trainer, resumes leave no temp files or repeated epochs, model
+files get ordinary permissions, a failed write is one line."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from facepoints.cli import app
+from facepoints.errors import FacepointsError, TrainingError
+from facepoints.training.config import load_config
+from facepoints.training.loop import train
+from test_training import tiny_config
+
+
+def test_a_diverged_run_stops_with_one_line_and_saves_no_model(tmp_path):
+    path = tiny_config(tmp_path, optim={"batch_size": 4, "epochs": 2, "lr": 1e12})
+    res = CliRunner().invoke(app, ["train", str(path), "--no-progress"])
+    assert res.exit_code == 1, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "not finite" in errors[0] and "Traceback" not in res.output
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+    assert not (tmp_path / "run" / "final.safetensors").exists()
+    for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if (tmp_path / "run" / "metrics.jsonl").exists() else []:
+        assert "NaN" not in line
+
+
+def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path):
+    path = tiny_config(tmp_path, optim={"batch_size": 4, "epochs": 30, "lr": 0.001})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    first = subprocess.Popen([sys.executable, "-m", "facepoints.cli", "train", str(path), "--no-progress"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        lock = tmp_path / "run" / ".lock"
+        for _ in range(600):
+            if lock.exists() and "pid" in lock.read_text():
+                break
+            time.sleep(0.1)
+        with pytest.raises(TrainingError, match="in use by another training run"):
+            train(load_config(path, {"output": str(tmp_path / "run")}), resume=False, progress=False)
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_resume_after_a_kill_leaves_no_temp_files_and_no_repeated_epochs(tmp_path):
+    path = tiny_config(tmp_path, optim={"batch_size": 4, "epochs": 3, "lr": 0.001})
+    cfg = load_config(path, {"optim.epochs": 3})
+    train(load_config(path, {"max_steps": 4}), progress=False)  # two epochs of 2 steps, then stopped
+    run = tmp_path / "run"
+    # what a kill mid-write and a kill after the metrics line but before the checkpoint leave
+    (run / ".last.pt.tmp12345").write_bytes(b"partial")
+    (run / ".best.safetensors.tmp999").write_bytes(b"partial")
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines + [json.dumps({"epoch": 3, "loss": 1.0})]) + "\n")
+    train(cfg, resume=True, progress=False)
+    assert not list(run.glob(".*.tmp*"))
+    epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("best.safetensors", "final.safetensors", "last.pt"):
+        assert (run / f).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_failed_model_write_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import facepoints.models.package as package
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(package, "save_file", full_disk)
+    path = tiny_config(tmp_path, optim={"batch_size": 4, "epochs": 1, "lr": 0.001})
+    with pytest.raises(FacepointsError, match="could not be written \\(No space left on device\\)"):
+        train(load_config(path), progress=False)
+    assert not list((tmp_path / "run").glob(".*.tmp*"))
