@@ -83,7 +83,8 @@ def test_non_utf8_file_names_are_read_and_written(tmp_path):
             f"sys.argv = ['facepoints', 'label', {os.fsdecode(folder)!r}, '--out', '300w:' + {labels!r}]; app()")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    assert sorted(os.listdir(os.fsencode(labels))) == [b"confidence.csv", b"ph\xf6to_1.jpg", b"ph\xf6to_1.pts"]
+    assert sorted(os.listdir(os.fsencode(labels))) == [b".facepoints-label.jsonl", b"confidence.csv", b"ph\xf6to_1.jpg",
+                                                       b"ph\xf6to_1.pts"]  # the journal: what a re-run resumes from
 
 
 def test_export_refuses_to_overwrite_its_own_model_and_other_bad_outputs(tmp_path):

@@ -94,6 +94,13 @@ def _output_paths(files: list[Path], out: Path, suffixes: tuple[str, ...]) -> di
     return targets
 
 
+def _dataset_files(ds) -> list[Path]:
+    """A dataset's images and annotation files: what no output may overwrite."""
+    files = [s.image for s in ds.samples]
+    files += [Path(s.source.rsplit(":", 1)[0]) for s in ds.samples if s.source]
+    return files
+
+
 def _expand_images(paths: list[Path]) -> list[Path]:
     """The images to run on; what a folder scan skipped is said on stderr."""
     from facepoints.data.images import scan_images
@@ -117,8 +124,9 @@ def predict(
     refine: Optional[int] = RefineOpt,
 ):
     """Find every face in each image and its landmarks."""
-    from facepoints.data.images import ImageError, read_image, write_image
     from facepoints.data.draw import draw_faces
+    from facepoints.data.images import ImageError, read_image, write_image
+    from facepoints.data.outputs import write_text
     from facepoints.models.info import ModelFileError
 
     try:
@@ -151,9 +159,8 @@ def predict(
             typer.echo(f"{f}: {len(faces)} face(s)")
         if out:
             png, js = targets[f]
-            png.parent.mkdir(parents=True, exist_ok=True)
-            js.write_text(json.dumps(record, indent=1))
-            write_image(png, draw_faces(img, faces, predictor.scheme))
+            write_text(js, json.dumps(record, indent=1), inputs=files)
+            write_image(png, draw_faces(img, faces, predictor.scheme), inputs=files)
     if bad:
         typer.echo(f"{len(bad)} of {len(files)} image(s) could not be read", err=True)
         raise typer.Exit(1)
@@ -196,7 +203,7 @@ def evaluate(
         typer.echo(f"warning: {msg}", err=True)
     if ced:
         errors = result.errors[np.isfinite(result.errors)]
-        plot_ced({model.stem if model else "bundled model": errors}, ced)
+        plot_ced({model.stem if model else "bundled model": errors}, ced, inputs=_dataset_files(ds))
         typer.echo(f"wrote the CED plot to {ced}", err=True)
     if as_json:
         typer.echo(json.dumps(s))
@@ -502,6 +509,7 @@ def stats(
     """Head pose of every face (yaw, pitch, roll from the landmarks against a generic 3-D
     face): histograms as PNGs and a JSON summary with each sample's angles."""
     from facepoints.data.formats import read_dataset
+    from facepoints.data.outputs import write_text
     from facepoints.data.pose import PoseError, dataset_poses, plot_histograms, pose_summary
     from facepoints.data.samples import AnnotationError
 
@@ -511,9 +519,9 @@ def stats(
     except (AnnotationError, PoseError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     summary = {"dataset": dataset, "warnings": ds.warnings, **pose_summary(table)}
-    plot_histograms(summary, out, title=Path(dataset.split(":", 1)[1]).name)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pose.json").write_text(json.dumps(summary, indent=1))
+    files = _dataset_files(ds)
+    plot_histograms(summary, out, title=Path(dataset.split(":", 1)[1]).name, inputs=files)
+    write_text(out / "pose.json", json.dumps(summary, indent=1), inputs=files)
     y = summary["yaw"]
     typer.echo(f"{dataset}: {summary['n_estimated']} of {summary['n']} faces; yaw mean {y['mean']:.1f}, "
                f"std {y['std']:.1f}, |yaw| > 45: {y['abs_over_45']}" if y["mean"] is not None else
@@ -647,7 +655,8 @@ def label_cmd(
         _, path = parse_spec(out)
         predictor = facepoints.load(model, threads=threads)
         folder = path.parent if path.suffix else path
-        result = label(inputs, predictor, folder, teacher=teacher, every=every, min_confidence=min_confidence)
+        result = label(inputs, predictor, folder, teacher=teacher, every=every, min_confidence=min_confidence,
+                       target=path if path.suffix else None)
         write_dataset(result.dataset, out)
     except (ModelFileError, ValueError, ImportError) as e:
         fail(str(e))
@@ -683,6 +692,7 @@ def track(
     Euro smoothing against jitter (benchmarks/tracking.md)."""
     import cv2
 
+    from facepoints.data.outputs import guard_output, replace_from, temp_beside
     from facepoints.inference.tracking import Tracker, VideoError, draw_tracks, read_video
     from facepoints.models.info import ModelFileError
 
@@ -698,6 +708,9 @@ def track(
     except (ModelFileError, ValueError, ImportError) as e:
         fail(str(e))
     writer, per_frame, shape = None, [], None
+    if out:  # the video is written beside the target and moved onto it at the end
+        guard_output(out, inputs=[video])
+        tmp_video = temp_beside(out)
     try:
         for k, frame in enumerate(frames):
             faces = tracker.update(frame)
@@ -706,14 +719,21 @@ def track(
             if out:
                 if writer is None:
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
+                    writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                             (frame.shape[1], frame.shape[0]))
                     if not writer.isOpened():
                         fail(f"{out}: cannot write a video there (OpenCV's mp4v writer refused it)")
                 drawn = draw_tracks(frame, faces, predictor.scheme)
                 writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+    except BaseException:
+        if out:
+            tmp_video.unlink(missing_ok=True)
+        raise
     finally:
         if writer is not None:
             writer.release()
+    if writer is not None:
+        replace_from(tmp_video, out, inputs=[video])
     if as_json:
         typer.echo(json.dumps({"video": str(video), "fps": fps, "frames": len(per_frame), "width": shape[1],
                                "height": shape[0], "scheme": predictor.scheme.name,

@@ -45,3 +45,8 @@ class TooLargeError(FacepointsError, ValueError):
     """An input beyond a documented limit (upload size, megapixels, faces per image)."""
 
     http_status = 413
+
+
+class OutputError(FacepointsError, ValueError):
+    """An output that would overwrite an input, write through a symbolic link, or could
+    not be written (a read-only folder, a full disk)."""

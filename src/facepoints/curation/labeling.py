@@ -14,6 +14,7 @@ unless ``min_confidence`` asks for it, and then the count is reported.
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,17 +119,26 @@ def dlib_landmarker() -> DlibLandmarker:
 
 
 def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int = 1,
-          min_confidence: float = 0.0) -> LabelResult:
-    """Detect and label every face; face images are written to ``out_dir``."""
+          min_confidence: float = 0.0, target: Path | None = None) -> LabelResult:
+    """Detect and label every face; face images are written to ``out_dir``. ``target``:
+    the annotation file the caller will write (a CSV), refused if it exists and is not
+    this command's earlier output. A folder holding someone else's images or annotations
+    is refused; this command's own (interrupted) output is resumed."""
     if teacher not in ("model", "dlib"):
         raise ValueError(f"teacher must be 'model' or 'dlib', not {teacher!r}")
-    _refuse_overwriting_inputs(inputs, Path(out_dir))
+    out_dir = Path(out_dir)
+    _refuse_overwriting_inputs(inputs, out_dir)
+    journal = out_dir / JOURNAL
+    samples, conf, done, dropped = _resume_journal(out_dir, target)
     dlib_run = dlib_landmarker() if teacher == "dlib" else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    samples, conf, errors, dropped = [], {}, [], 0
+    errors: list[str] = []
     use_flip, predictor.flip = predictor.flip, False  # the mirrored pass is done here, as the probe
+    log = open(journal, "a", encoding="utf-8", errors="surrogateescape")
     try:
         for photo, img in iter_frames(inputs, every):
+            if photo in done:  # labelled by an earlier, interrupted run of this command
+                continue
             if isinstance(img, ImageError):
                 errors.append(str(img))
                 continue
@@ -147,17 +157,70 @@ def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int =
                 c = float(face.score) * float(np.exp(-d / 0.05))
                 if c < min_confidence:
                     dropped += 1
+                    log.write(json.dumps({"below": name_of(photo, k)}) + "\n")
                     continue
-                name = f"{photo}_{k}.jpg"
-                (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                name = name_of(photo, k)
+                if (out_dir / name).exists() and name not in conf:
+                    raise ValueError(f"--out {out_dir}: {name} exists and was not written by this command; "
+                                     "not overwritten (label into a new folder)")
                 write_image(out_dir / name, img, jpeg_quality=95)
                 samples.append(Sample(out_dir / name, pts, name, source=f"label:{photo}", attributes={"group": photo}))
                 conf[name] = round(c, 4)
+                log.write(json.dumps({"name": name, "photo": photo, "confidence": conf[name],
+                                      "landmarks": np.round(pts, 3).tolist()}) + "\n")
+            log.write(json.dumps({"done": photo}) + "\n")  # a killed run resumes after the last such line
+            log.flush()
     finally:
         predictor.flip = use_flip
+        log.close()
     skipped: list[str] = []
     input_files(inputs, skipped)
     return LabelResult(Dataset(str(out_dir), predictor.scheme, samples), conf, errors, dropped, skipped)
+
+
+# label's progress, one JSON line per face and per finished photo, in the output folder:
+# what a re-run after an interruption reads to go on where it stopped
+JOURNAL = ".facepoints-label.jsonl"
+
+
+def name_of(photo: str, k: int) -> str:
+    return f"{photo}_{k}.jpg"
+
+
+def _resume_journal(out_dir: Path, target: Path | None = None):
+    """(samples, confidences, finished photos, faces below the threshold) of an earlier
+    run into ``out_dir``, from its journal. A folder that holds files but no journal is
+    someone else's (a labelled dataset): refused, never written into."""
+    if not out_dir.exists():
+        return [], {}, set(), 0
+    journal = out_dir / JOURNAL
+    if not journal.is_file():
+        theirs = [p for p in out_dir.iterdir() if not p.name.startswith(".")
+                  and p.suffix.lower() in IMAGE_SUFFIXES + (".pts", ".csv", ".json")]
+        if (target is not None and target.is_file()) or theirs:
+            raise ValueError(f"--out {target or out_dir}: already holds images or annotations that facepoints label did "
+                             f"not write (e.g. {(target if target is not None and target.is_file() else theirs[0]).name}); "
+                             "label writes into a new or empty folder, or into its own earlier output to go on after "
+                             "an interruption")
+        return [], {}, set(), 0
+    samples, conf, done, below, pending = [], {}, set(), 0, []
+    with open(journal, encoding="utf-8", errors="surrogateescape") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut by a kill: everything after it is redone
+            if "done" in rec:
+                done.add(rec["done"])
+                for r in (r for r in pending if "name" in r):
+                    samples.append(Sample(out_dir / r["name"], np.asarray(r["landmarks"], np.float32), r["name"],
+                                          source=f"label:{r['photo']}", attributes={"group": r["photo"]}))
+                    conf[r["name"]] = r["confidence"]
+                below += sum(1 for r in pending if "below" in r)
+                pending = []
+            else:
+                pending.append(rec)
+    return samples, conf, done, below
 
 
 def _refuse_overwriting_inputs(inputs, out_dir: Path) -> None:

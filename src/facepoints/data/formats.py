@@ -214,7 +214,8 @@ def write_300w(ds: Dataset, path: Path) -> None:
 @register("300w", "folder (searched recursively) of NAME.jpg/png + NAME.pts files, or one .pts file",
           write=write_300w)
 def read_300w(path: Path, scheme, skip_missing) -> Dataset:
-    files = sorted(path.rglob("*.pts")) if path.is_dir() else [path]
+    # .pts in any letter case (.PTS, .Pts): annotation tools write all of them
+    files = sorted(f for f in path.rglob("*") if f.suffix.lower() == ".pts" and f.is_file()) if path.is_dir() else [path]
     if not files:
         raise AnnotationError(path, "no .pts files found")
     samples = []

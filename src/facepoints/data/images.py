@@ -106,23 +106,21 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
-def write_image(path: str | Path, rgb: np.ndarray, jpeg_quality: int = 95) -> Path:
+def write_image(path: str | Path, rgb: np.ndarray, jpeg_quality: int = 95, inputs=()) -> Path:
     """Encode an RGB uint8 image by the path's suffix (PNG, JPEG, ...) and write it with
-    Python's file API (OpenCV's own writer crashes on some non-UTF-8 file names), via a
-    temporary file and a rename, so a reader never sees half an image."""
-    import os
-
+    Python's file API (OpenCV's own writer crashes on some non-UTF-8 file names) by the
+    rules of :mod:`facepoints.data.outputs` (never onto one of ``inputs``, never through
+    a link, atomically)."""
     import cv2
+
+    from facepoints.data.outputs import write_bytes
 
     path = Path(path)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if path.suffix.lower() in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(rgb[:, :, ::-1]), params)
     if not ok:
         raise ImageError(f"{path}: cannot encode an image as {path.suffix or '.png'}")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
-    return path
+    return write_bytes(path, buf.tobytes(), inputs)
 
 
 def short_names(paths: list[Path | str]) -> list[str]:

@@ -252,9 +252,14 @@ def pose_summary(table: PoseTable, bins: dict[str, list[float]] | None = None) -
     return out
 
 
-def plot_histograms(summary: dict, out_dir: str | Path, title: str = "") -> list[Path]:
+def plot_histograms(summary: dict, out_dir: str | Path, title: str = "", inputs=()) -> list[Path]:
     """One PNG per angle (``yaw.png``, ``pitch.png``, ``roll.png``) from
-    :func:`pose_summary`. Agg directly: no pyplot, no global backend change."""
+    :func:`pose_summary`, never onto one of ``inputs`` (:mod:`facepoints.data.outputs`).
+    Agg directly: no pyplot, no global backend change."""
+    import io
+
+    from facepoints.data.outputs import write_bytes
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -276,9 +281,9 @@ def plot_histograms(summary: dict, out_dir: str | Path, title: str = "") -> list
         ax.set_title(f"{title + ': ' if title else ''}{name}, {summary['n_estimated']} faces, mean {mean}", fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
         fig.tight_layout()
-        p = out_dir / f"{name}.png"
-        fig.savefig(p)
-        paths.append(p)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        paths.append(write_bytes(out_dir / f"{name}.png", buf.getvalue(), inputs))
     return paths
 
 

@@ -218,7 +218,7 @@ def pose_protocol(errors_box: np.ndarray, yaws: np.ndarray) -> dict:
 
 
 def plot_ced(curves: Mapping[str, np.ndarray], path, threshold: float = 0.1,
-             title: str | None = None) -> Path:
+             title: str | None = None, inputs=()) -> Path:
     """Write a PNG with the CED curves of several methods on one plot.
 
     ``curves`` maps a method name to its per-sample errors as fractions (what
@@ -246,7 +246,10 @@ def plot_ced(curves: Mapping[str, np.ndarray], path, threshold: float = 0.1,
     ax.legend(loc="lower right", fontsize=8)
     if title:
         ax.set_title(title)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
+    import io
+
+    from facepoints.data.outputs import write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return write_bytes(path, buf.getvalue(), inputs)  # never onto an input (a dataset image)
