@@ -124,9 +124,8 @@ def predict(
     refine: Optional[int] = RefineOpt,
 ):
     """Find every face in each image and its landmarks."""
-    from facepoints.data.draw import draw_faces
-    from facepoints.data.images import ImageError, read_image, write_image
-    from facepoints.data.outputs import write_text
+    from facepoints.data.images import ImageError, read_image
+    from facepoints.inference.predictor import ImageResult
     from facepoints.models.info import ModelFileError
 
     try:
@@ -151,16 +150,14 @@ def predict(
             bad.append(f"{f}: {e}")
             typer.echo(f"error: {f}: {e}", err=True)
             continue
-        record = {"image": str(f), "width": img.shape[1], "height": img.shape[0],
-                  "scheme": predictor.scheme.name, "faces": [face.to_dict() for face in faces]}
+        result = ImageResult(img.shape[1], img.shape[0], predictor.scheme.name, faces, image=str(f))
         if as_json:
-            typer.echo(json.dumps(record))
+            typer.echo(json.dumps(result.to_dict()))
         else:
             typer.echo(f"{f}: {len(faces)} face(s)")
         if out:
             png, js = targets[f]
-            write_text(js, json.dumps(record, indent=1), inputs=files)
-            write_image(png, draw_faces(img, faces, predictor.scheme), inputs=files)
+            result.save(js, img, png, inputs=files)
     if bad:
         typer.echo(f"{len(bad)} of {len(files)} image(s) could not be read", err=True)
         raise typer.Exit(1)
@@ -266,6 +263,8 @@ def augment_preview(
     """A contact sheet of augmented training crops with their landmarks (subject's
     right red, left blue, midline green) to check that labels follow the image."""
     needs_training_install("augment-preview")
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        fail(f"--out {out}: the contact sheet is an image; give a .png or .jpg path")
     import numpy as np
 
     from facepoints.data.augment import apply, build_transform, contact_sheet
@@ -437,14 +436,16 @@ def export_cmd(
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
-    port: int = typer.Option(8000, help="TCP port"),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port"),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="model file (.safetensors or .onnx), or a bundled model by name (default, fast)"),
     detector: str = DetectorOpt,
     detect_size: Optional[int] = DetectSizeOpt,
     threads: int = typer.Option(1, min=1, help="CPU threads per inference"),
     max_concurrency: int = typer.Option(2, min=1, help="images decoded and run at the same time"),
-    max_upload_mb: float = typer.Option(10.0, help="largest upload accepted, MiB"),
-    max_megapixels: float = typer.Option(25.0, help="largest image accepted, megapixels"),
+    max_upload_mb: float = typer.Option(10.0, min=0.001, max=4096, help="largest upload accepted, MiB"),
+    max_megapixels: float = typer.Option(25.0, min=0.001, max=1000, help="largest image accepted, megapixels"),
+    max_faces: int = typer.Option(256, min=1, max=100000, help="faces per image at most (413 beyond); they run in "
+                                  "batches of 32, so memory stays bounded"),
     request_timeout: float = typer.Option(20.0, min=0.1, help="seconds a client may take to send a whole request"),
     max_connections: int = typer.Option(128, min=1, help="open connections at most (503 beyond)"),
     flip: Optional[bool] = FlipOpt,
@@ -458,9 +459,13 @@ def serve(
 
     try:
         predictor = facepoints.load(model, detector=detector, threads=threads, flip=flip,
-                                        detect_size=detect_size, refine=refine)
+                                        detect_size=detect_size, refine=refine, max_faces=max_faces)
     except (ModelFileError, ValueError, ImportError) as e:
         fail(str(e))
+    import math
+
+    if not (math.isfinite(max_upload_mb) and math.isfinite(max_megapixels)):
+        fail("--max-upload-mb and --max-megapixels must be finite numbers")
     api = create_app(predictor, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                      max_pixels=int(max_megapixels * 1e6), max_concurrency=max_concurrency)
     try:
@@ -473,7 +478,7 @@ def serve(
 def review(
     dataset: str = typer.Argument(..., help="FORMAT:PATH, e.g. 300w:DIR"),
     report: Optional[Path] = typer.Option(None, "--report", help="a 'facepoints clean' report: its flagged samples come first"),
-    port: int = typer.Option(8765, help="TCP port on 127.0.0.1 (0: any free port)"),
+    port: int = typer.Option(8765, min=0, max=65535, help="TCP port on 127.0.0.1 (0: any free port)"),
     skip_missing: bool = typer.Option(False, help="leave out samples whose image is missing (counted)"),
 ):
     """Review samples by hand in the browser: drag points, accept or drop. Decisions are

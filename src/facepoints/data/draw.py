@@ -20,7 +20,8 @@ def side_colours(scheme, n: int) -> list[tuple[int, int, int]]:
 
 def draw_faces(image: np.ndarray, faces: list, scheme=None, scores: bool = True) -> np.ndarray:
     """A copy of ``image`` with each face's box, score and landmarks drawn (any objects
-    with ``landmarks``, and ``box`` and ``score`` that may be None)."""
+    with ``landmarks``, and ``box``, ``score`` and ``visible`` that may be None); points
+    with a visibility under 0.5 are drawn as rings."""
     out = image.copy()
     h, w = out.shape[:2]
     thick = max(1, round(max(h, w) / 400))
@@ -33,6 +34,9 @@ def draw_faces(image: np.ndarray, faces: list, scheme=None, scores: bool = True)
             if score is not None:
                 cv2.putText(out, f"{score:.2f}", (x0, max(0, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
                             0.4 * thick, YELLOW, thick, cv2.LINE_AA)
-        for (x, y), c in zip(pts, side_colours(scheme, len(pts))):
-            cv2.circle(out, (int(round(x)), int(round(y))), thick + 1, c, -1, cv2.LINE_AA)
+        visible = getattr(face, "visible", None)
+        seen = np.ones(len(pts), bool) if visible is None else np.asarray(visible) >= 0.5
+        for (x, y), c, v in zip(pts, side_colours(scheme, len(pts)), seen):
+            # a point the model says is hidden (covered, turned away) is drawn hollow
+            cv2.circle(out, (int(round(x)), int(round(y))), thick + 1, c, -1 if v else max(1, thick // 2), cv2.LINE_AA)
     return out

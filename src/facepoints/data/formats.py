@@ -626,9 +626,14 @@ def read_json(path: Path, scheme, skip_missing) -> Dataset:
         if samples and len(pts) != len(samples[0].landmarks):
             raise AnnotationError(path, f"{where}: {len(pts)} points, the first sample has {len(samples[0].landmarks)}")
         attrs = item.get("attributes") or {}
+        if not isinstance(attrs, dict):
+            raise AnnotationError(path, f"{where}: \"attributes\" must be an object of name: value, not "
+                                        f"{type(attrs).__name__}")
         samples.append(Sample(path.parent / item["image"], pts, item["image"], source=f"{path}:{where}",
                               box=box, attributes=dict(attrs)))
     name = data.get("scheme")
+    if name is not None and not isinstance(name, str):
+        raise AnnotationError(path, f"\"scheme\" must be a scheme name (e.g. \"ibug68\"), not {type(name).__name__}")
     if scheme is None and name in BUILTIN:
         scheme = get_scheme(name)
     scheme = resolve_scheme(scheme, len(samples[0].landmarks), path)

@@ -32,6 +32,13 @@ class ImageError(FacepointsError, ValueError):
     exit_code = 1
 
 
+class ImageTooLarge(ImageError):
+    """An image over the pixel limit (a possible decompression bomb)."""
+
+    exit_code = 2
+    http_status = 413
+
+
 def read_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
     """Decode a file path or encoded bytes to an ``(H, W, 3)`` uint8 RGB array."""
     label = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "<upload>")
@@ -52,7 +59,7 @@ def read_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, name: s
             img = Image.open(fh)
             w, h = img.size
             if w * h > max_pixels:
-                raise ImageError(f"{label}: {w}x{h} pixels is over the limit of {max_pixels:,} (possible decompression bomb)")
+                raise ImageTooLarge(f"{label}: {w}x{h} pixels is over the limit of {max_pixels:,} (possible decompression bomb)")
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb8(img)
@@ -64,7 +71,7 @@ def read_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, name: s
 
         m = re.search(r"\((\d+) pixels\)", str(e))
         size = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
-        raise ImageError(f"{label}: {size} is over the limit of {max_pixels:,} (possible decompression bomb); "
+        raise ImageTooLarge(f"{label}: {size} is over the limit of {max_pixels:,} (possible decompression bomb); "
                          "refused before decoding") from None
     except UnidentifiedImageError as e:
         raise ImageError(f"{label}: not a readable image ({e.__class__.__name__})") from None

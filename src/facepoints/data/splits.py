@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from facepoints.data.formats import read_dataset
-from facepoints.data.samples import Dataset
+from facepoints.data.samples import AnnotationError, Dataset
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ def split_sources(d, seed: int) -> Splits:
             log.warning("warning: %s: %s", src.spec, w)
         scheme = scheme or ds.scheme
         if ds.scheme.num_points != scheme.num_points:
-            raise ValueError(f"{src.spec}: {ds.scheme.num_points} points, but earlier sources have {scheme.num_points}")
+            raise AnnotationError(src.spec.partition(":")[2], f"{ds.scheme.num_points} points, but earlier sources "
+                                  f"have {scheme.num_points}")
         frac = d.val_fraction if src.val_fraction is None else src.val_fraction
         for s in ds.samples:
             if s.id in exclude:
@@ -71,6 +72,9 @@ def split_sources(d, seed: int) -> Splits:
                 repeats.append(src.repeat)
     for spec in d.val:
         ds = read_dataset(spec, d.scheme, skip_missing=d.skip_missing, corrections=d.corrections)
+        if scheme is not None and ds.scheme.num_points != scheme.num_points:
+            raise AnnotationError(spec.partition(":")[2], f"data.val: {ds.scheme.num_points} points, but the training "
+                                  f"sources have {scheme.num_points}; validate on data of the same scheme")
         for s in ds.samples:
             s.attributes["source"] = spec
         val.extend(ds.samples)

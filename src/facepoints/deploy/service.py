@@ -36,10 +36,12 @@ import json
 import warnings
 
 import anyio.to_thread
-from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi import FastAPI, File, HTTPException, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
-from facepoints.data.images import ImageError, read_image
+from facepoints.data.images import read_image
+from facepoints.errors import FacepointsError
+from facepoints.inference.predictor import ImageResult
 
 REQUEST_TIMEOUT = 20.0  # seconds a client may take to send a whole request
 MAX_CONNECTIONS = 128
@@ -50,10 +52,21 @@ MAX_PIXELS = 25_000_000
 MULTIPART_SLACK = 64 * 1024
 
 
+class Pose(BaseModel):
+    yaw: float = Field(description="degrees; > 0: the subject turns to their left (the image's right)")
+    pitch: float = Field(description="degrees; > 0: looks up")
+    roll: float = Field(description="degrees; > 0: tilts clockwise in the image")
+
+
 class Face(BaseModel):
     box: list[float] = Field(description="face detector box x0, y0, x1, y1 in image pixels")
     score: float | None = Field(description="detector confidence, 0..1")
     landmarks: list[list[float]] = Field(description="(P, 2) landmark x, y in image pixels, in the scheme's order")
+    error_radius: list[float] | None = Field(None, description="per landmark: the radius in pixels that holds the "
+                                             "true point 90 % of the time (models with trust outputs)")
+    visible: list[float] | None = Field(None, description="per landmark: probability that it is in view")
+    quality: float | None = Field(None, description="0-1, higher for faces the model is surer of")
+    pose: Pose | None = Field(None, description="head pose from the landmarks (68-point models)")
 
 
 class LandmarksResponse(BaseModel):
@@ -160,21 +173,24 @@ def create_app(predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: 
     waiting = 0
 
     def infer(data: bytes, name: str) -> dict:
-        img = read_image(data, max_pixels=max_pixels, name=name)
-        faces = predictor.predict(img)
-        return {"width": int(img.shape[1]), "height": int(img.shape[0]), "scheme": scheme.name,
-                "faces": [f.to_dict() for f in faces]}
+        try:
+            img = read_image(data, max_pixels=max_pixels, name=name)
+            faces = predictor.predict(img)
+            return ImageResult(img.shape[1], img.shape[0], scheme.name, faces).to_dict()
+        finally:
+            release_memory()
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:
         return Health(status="ok", scheme=scheme.name, points=scheme.num_points,
                       model_version=str(predictor.info.version))
 
-    @app.post("/v1/landmarks", response_model=LandmarksResponse,
+    @app.post("/v1/landmarks", response_model=LandmarksResponse, response_model_exclude_none=True,
               responses={400: {"model": Problem, "description": "empty, truncated or not an image"},
                          413: {"model": Problem, "description": "upload or image (pixels) over the limit"},
                          503: {"model": Problem, "description": "too many requests waiting"}})
-    async def landmarks(image: UploadFile = File(..., description="a photo: JPEG, PNG, WebP, BMP, TIFF, ...")):
+    async def landmarks(request: Request,
+                        image: UploadFile = File(..., description="a photo: JPEG, PNG, WebP, BMP, TIFF, ...")):
         nonlocal waiting
         name = (image.filename or "upload")[:120]
         data = await image.read(max_upload_bytes + 1)
@@ -193,15 +209,37 @@ def create_app(predictor, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: 
         finally:
             waiting -= 1
         try:
+            if await request.is_disconnected():  # the client hung up while waiting: no work for nobody
+                return Response(status_code=499)
             return await anyio.to_thread.run_sync(infer, data, name)
-        except ImageError as e:
-            raise HTTPException(413 if "over the limit" in str(e) else 400, str(e)) from None
+        except FacepointsError as e:  # each error type carries its status (image 400, too large 413, ...)
+            raise HTTPException(e.http_status, str(e)) from None
         except ValueError as e:  # decodable, but no use to the detector (1 x 1, 30000 x 1, ...)
             raise HTTPException(422, f"{name}: {e}") from None
         finally:
             slots.release()
 
     return app
+
+
+def release_memory() -> None:
+    """Give freed heap back to the system after a request (glibc keeps it otherwise, so
+    one large image would hold the service's memory for good); a no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _libc = ctypes.CDLL(name) if name else False
+        except OSError:
+            _libc = False
+    if _libc and hasattr(_libc, "malloc_trim"):
+        _libc.malloc_trim(0)
+
+
+_libc = None
 
 
 def deadline_protocol(request_timeout: float = REQUEST_TIMEOUT):

@@ -19,8 +19,15 @@ from facepoints.data.calibration import BoxCalibration
 from facepoints.data.crops import crop_matrix, invert, square_from_box, transform_points, warp
 from facepoints.data.images import read_image
 from facepoints.data.samples import landmark_box
+from facepoints.errors import TooLargeError
 from facepoints.inference.detectors import DEFAULT_DETECTOR, DETECTORS, get_detector
 from facepoints.models.info import ModelInfo
+
+
+# faces per network call (bounded memory whatever an image holds), and the default limit
+# of faces per image (Predictor.max_faces; the service answers 413 beyond it)
+BATCH = 32
+MAX_FACES = 256
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,42 @@ class Face:
         if self.pose is not None:
             out["pose"] = {k: round(float(v), 1) for k, v in self.pose.items()}
         return out
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """Every face of one image: what ``predict --json``, ``--out`` and the service write
+    (``to_dict``), one shape everywhere. ``image``: the path, where there is one."""
+
+    width: int
+    height: int
+    scheme: str
+    faces: list
+    image: str | None = None
+
+    def to_dict(self, digits: int = 2) -> dict:
+        out = {"image": self.image} if self.image is not None else {}
+        return {**out, "width": int(self.width), "height": int(self.height), "scheme": self.scheme,
+                "faces": [f.to_dict(digits) for f in self.faces]}
+
+    def draw(self, image: np.ndarray) -> np.ndarray:
+        """``image`` (RGB) with every face's landmarks drawn (hidden points hollow)."""
+        from facepoints.data.draw import draw_faces
+        from facepoints.schemes import get_scheme
+
+        return draw_faces(image, self.faces, get_scheme(self.scheme))
+
+    def save(self, json_path, image: np.ndarray | None = None, png_path=None, inputs=()) -> None:
+        """Write the JSON (and, given the image, the annotated PNG) by the output rules of
+        :mod:`facepoints.data.outputs` (never onto an input, never through a link)."""
+        import json
+
+        from facepoints.data.images import write_image
+        from facepoints.data.outputs import write_text
+
+        write_text(json_path, json.dumps(self.to_dict(), indent=1), inputs)
+        if image is not None and png_path is not None:
+            write_image(png_path, self.draw(image), inputs=inputs)
 
 
 def face_pose(landmarks: np.ndarray) -> dict | None:
@@ -122,12 +165,15 @@ class Predictor:
 
     def __init__(self, model, info: ModelInfo, detector: str | object | None = "auto",
                  refine: int | None = None, flip: bool | None = None, detect_size: int | None = None,
-                 detector_threads: int | None = None):
+                 detector_threads: int | None = None, max_faces: int = MAX_FACES):
         if not callable(model) or hasattr(model, "state_dict"):
             raise TypeError(f"model must be a backend callable run(batch) -> landmarks, not {type(model).__name__} "
                             "(a PyTorch module goes in facepoints.deploy.runners.TorchRunner)")
         self.run = model
         self.info = info
+        if not (isinstance(max_faces, int) and max_faces >= 1):
+            raise ValueError(f"max_faces must be a whole number >= 1, got {max_faces!r}")
+        self.max_faces = max_faces
         self.scheme = info.landmark_scheme
         recommended = info.recipe.get("inference", {}) if isinstance(info.recipe.get("inference"), dict) else {}
         # None: what the model file recommends (chosen by measurement for it), else 1 refinement pass
@@ -212,6 +258,10 @@ class Predictor:
         p = self.scheme.num_points
         if len(boxes) == 0:
             return np.zeros((0, p, 2), np.float32), None, None
+        if len(boxes) > BATCH:  # bounded memory: the network sees at most BATCH faces at a time
+            parts = [self.faces_in_boxes(image, boxes[i:i + BATCH]) for i in range(0, len(boxes), BATCH)]
+            joined = [None if parts[0][j] is None else np.concatenate([q[j] for q in parts]) for j in range(3)]
+            return joined[0], joined[1], joined[2]
         size, k = self.info.input_size, len(boxes)
         x, mats = self.network_input(image, boxes)
         run_trust = getattr(self.run, "run_trust", None) if getattr(self.run, "has_trust", False) else None
@@ -272,6 +322,9 @@ class Predictor:
             face_boxes, scores = det.boxes, [float(s) for s in det.scores]
         if len(face_boxes) == 0:
             return []
+        if len(face_boxes) > self.max_faces:
+            raise TooLargeError(f"{len(face_boxes)} faces in one image; the limit is {self.max_faces} (max_faces, "
+                                "to bound time and memory per image): raise it or crop the image")
         tight = self.to_landmark_box(face_boxes)
         for _ in range(self.refine):
             tight = np.stack([landmark_box(p) for p in self.landmarks_in_boxes(img, tight)])
