@@ -79,3 +79,41 @@ def test_a_failed_model_write_is_one_line_and_leaves_nothing(tmp_path, monkeypat
     with pytest.raises(FacepointsError, match="could not be written \\(No space left on device\\)"):
         train(load_config(path), progress=False)
     assert not list((tmp_path / "run").glob(".*.tmp*"))
+
+
+def test_the_crop_cache_sees_a_replaced_image_and_is_only_a_cache(tmp_path, caplog):
+    import cv2
+    import numpy as np
+
+    from facepoints.data.crop_cache import build_cache
+    from facepoints.data.formats import read_dataset
+    from helpers import write_300w_folder
+
+    data = write_300w_folder(tmp_path / "d", n=2)
+    ds = read_dataset(f"300w:{data}")
+    first = build_cache(ds, 32, 1.25, cache_dir=tmp_path / "cache", progress=False)
+    img = data / "face000_1.jpg"
+    st = img.stat()
+    other = cv2.imread(str(img))
+    other[:] = 255 - other  # the same size, other pixels
+    cv2.imwrite(str(img), other)
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))  # the mtime set back
+    second = build_cache(read_dataset(f"300w:{data}"), 32, 1.25, cache_dir=tmp_path / "cache", progress=False)
+    assert not np.array_equal(first.images[0], second.images[0])
+    # a cache folder that cannot be written: a warning, and the crops all the same
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    with caplog.at_level("WARNING"):
+        third = build_cache(ds, 32, 1.25, cache_dir=blocked / "sub", progress=False)
+    assert "crop cache not saved" in caplog.text and np.array_equal(third.images, second.images)
+
+
+def test_resume_after_training_faces_were_deleted_is_refused(tmp_path):
+    from facepoints.training.loop import ResumeError
+
+    path = tiny_config(tmp_path, optim={"batch_size": 4, "epochs": 3, "lr": 0.001})
+    train(load_config(path, {"max_steps": 2}), progress=False)
+    for f in sorted((tmp_path / "faces").glob("face00[0-2]_1.*")):
+        f.unlink()
+    with pytest.raises(ResumeError, match="the training data changed since the run started"):
+        train(load_config(path), resume=True, progress=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ import numpy as np
 from facepoints.data.crops import crop_matrix, square_from_box, transform_points, warp
 from facepoints.data.images import ImageError, read_image
 from facepoints.data.samples import Dataset, landmark_box
+
+log = logging.getLogger("facepoints.training")
 
 
 @dataclass
@@ -42,7 +45,9 @@ def _key(ds: Dataset, size: int, scale: float) -> str:
     h.update(json.dumps([size, scale, ds.scheme.num_points]).encode())
     for s in ds.samples:
         st = s.image.stat()
-        h.update(f"{s.image}|{st.st_size}|{st.st_mtime_ns}".encode())
+        # ctime and inode too: a file replaced by another of the same size with its mtime
+        # set back still changes them (nobody can set ctime), so the old crop is not reused
+        h.update(f"{s.image}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}".encode())
         h.update(np.ascontiguousarray(s.landmarks, dtype=np.float32).tobytes())
     return h.hexdigest()[:20]
 
@@ -92,8 +97,16 @@ def build_cache(ds: Dataset, input_size: int, crop_scale: float, context: float 
     else:
         cache = CropCache(images[keep], points[keep], [ds.samples[i].id for i in keep], size, list(bad.values()), keep)
     if path is not None and not bad:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, images=images, points=points, ids=np.array(cache.ids))
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, images=images, points=points, ids=np.array(cache.ids))
+            os.replace(tmp, path)
+        except OSError as e:  # only a cache: a full disk or a read-only folder costs the next run time, no more
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            log.warning("warning: crop cache not saved to %s (%s); training goes on without it", path.parent,
+                        e.strerror or e)
     return cache

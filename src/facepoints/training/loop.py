@@ -144,6 +144,18 @@ def validate(model, cache: CropCache, scheme, input_size: int, sources: list[str
     return out
 
 
+def data_fingerprint(data: "TrainData") -> dict:
+    """What a resumed run must find again: the number of training and validation crops and
+    a hash of their ids and landmarks (a checkpoint keeps it; ``--resume`` compares)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for cache in (data.train, data.val):
+        h.update("\n".join(cache.ids).encode("utf-8", "surrogateescape"))
+        h.update(np.ascontiguousarray(cache.points, np.float32).tobytes())
+    return {"train": len(data.train), "val": len(data.val), "sha256": h.hexdigest()[:24]}
+
+
 def validate_trust(model, data: "TrainData", scheme, input_size: int) -> tuple[dict, dict]:
     """For a model with a trust branch: its calibration fitted on the validation crops
     (:func:`facepoints.training.trust.fit_trust`), and how it does there and on each
@@ -530,6 +542,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
 
     data = load_data(cfg, splits, progress=progress, lead=lead)
+    fingerprint = data_fingerprint(data)
+    if ck is not None and ck.get("data") not in (None, fingerprint):
+        raise ResumeError(f"{out}: the training data changed since the run started ({ck['data']['train']} training "
+                          f"and {ck['data']['val']} validation faces then, {fingerprint['train']} and "
+                          f"{fingerprint['val']} now, or other files); resuming would not continue the same run. "
+                          "Restore the data, or start a new run")
     scheme, m, oc = data.scheme, cfg.model, cfg.optim
     model, arch = build_network(cfg, data, lead)
     loss_fn = build_loss(cfg.loss.name, w=cfg.loss.w, eps=cfg.loss.eps)
@@ -609,7 +627,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
                 save_model(final(), info, out / "best.safetensors")
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "epoch": epoch + 1, "step": step, "best": best, "config": cfg.model_dump(),
-                     "architecture": asdict(arch)}
+                     "architecture": asdict(arch), "data": fingerprint}
             if ema is not None:
                 state["ema"] = ema.state_dict()
             save_checkpoint(state, ckpt_path)
