@@ -305,3 +305,22 @@ def test_training_splits_apply_corrections_unless_told_not_to(tmp_path):
 
     assert ids() == ["face000_1.jpg", "face002_1.jpg"]
     assert ids(corrections=False) == ["face000_1.jpg", "face001_1.jpg", "face002_1.jpg"]
+
+
+def test_a_stale_tab_cannot_overwrite_a_newer_decision(served):
+    """Two tabs load sample 1; tab B moves a point and accepts (a fix); tab A, still
+    showing the old points, accepts: refused with 409, and B's fix is what the sidecar keeps."""
+    url, token = served["url"], served["token"]
+    tab_a = json.loads(_request(url + "api/sample/1")[1])
+    tab_b = json.loads(_request(url + "api/sample/1")[1])
+    assert tab_a["revision"] == tab_b["revision"] == "none"
+    moved = [list(p) for p in tab_b["landmarks"]]
+    moved[30] = [moved[30][0] + 5, moved[30][1]]
+    code, body = _request(url + "api/sample/1", {"action": "accept", "landmarks": moved,
+                                                  "revision": tab_b["revision"]}, token=token)
+    assert code == 200 and json.loads(body)["sample"]["status"] == "fixed"
+    code, body = _request(url + "api/sample/1", {"action": "accept", "landmarks": tab_a["landmarks"],
+                                                  "revision": tab_a["revision"]}, token=token)
+    assert code == 409 and b"changed in another tab" in body
+    saved = json.loads(served["sidecar"].read_text())["samples"]
+    assert [v["status"] for v in saved.values()] == ["fixed"]

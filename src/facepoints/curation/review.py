@@ -140,7 +140,7 @@ class ReviewState:
         with self.lock:
             c = self.corrections.get(s.id, {})
         pts = c["landmarks"] if c.get("status") == "fixed" else s.landmarks.tolist()
-        return {"index": k, "id": s.id, "image": str(s.image), "width": w, "height": h,
+        return {"index": k, "id": s.id, "image": str(s.image), "width": w, "height": h, "revision": _revision(c or None),
                 "landmarks": [[float(x), float(y)] for x, y in pts],
                 "original": [[float(x), float(y)] for x, y in s.landmarks.tolist()],
                 "status": c.get("status"), "flag": self.flags.get(s.id), "image_error": image_error}
@@ -164,8 +164,11 @@ class ReviewState:
             self._images[k] = data
         return data
 
-    def update(self, k: int, action: str, landmarks=None) -> dict:
-        """Apply one decision and write the sidecar at once."""
+    def update(self, k: int, action: str, landmarks=None, revision: str | None = None) -> dict:
+        """Apply one decision and write the sidecar at once. ``revision``: the sample's
+        ``revision`` as the caller loaded it; if another tab or session has decided on the
+        sample since, the decision is refused (:class:`StaleDecision`) instead of
+        overwriting theirs."""
         s = self._sample(k)
         if action == "drop":
             entry = {"status": "dropped"}
@@ -192,6 +195,11 @@ class ReviewState:
         with self.lock, _locked(self.sidecar):
             # another session may have written other samples since: keep theirs
             current = dict(load_corrections(self.sidecar))
+            if revision is not None and revision != _revision(current.get(s.id)):
+                self.corrections = current
+                raise StaleDecision(f"{s.id} was changed in another tab or session since this page loaded it "
+                                    "(now: " + str((current.get(s.id) or {}).get("status") or "not reviewed")
+                                    + "); reload it to see that decision, then decide again")
             if entry is None:
                 current.pop(s.id, None)
             else:
@@ -208,6 +216,19 @@ class ReviewState:
             return image_size(s.image)
         except ImageError:
             return tuple(int(np.ceil(v)) + 1 for v in s.landmarks.max(0).clip(1))
+
+
+class StaleDecision(ValueError):
+    """A decision made on a sample that someone else decided on after it was loaded."""
+
+
+def _revision(entry: dict | None) -> str:
+    """A short fingerprint of a sample's stored decision ("none" when there is none)."""
+    import hashlib
+
+    if not entry:
+        return "none"
+    return hashlib.sha1(json.dumps(entry, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def page() -> bytes:
@@ -285,9 +306,13 @@ def create_app(state: ReviewState, token: str):
             body = json.loads(await request.body())
             if not isinstance(body, dict):
                 raise ValueError("expected a JSON object")
-            return state.update(k, str(body.get("action")), body.get("landmarks"))
+            revision = body.get("revision")
+            return state.update(k, str(body.get("action")), body.get("landmarks"),
+                                None if revision is None else str(revision))
         except KeyError:
             return error(404, "no such sample")
+        except StaleDecision as e:
+            return error(409, str(e))
         except ValueError as e:  # json.JSONDecodeError included
             return error(400, str(e))
 
