@@ -23,9 +23,15 @@ def load(model=None, detector: str | object | None = "auto", device: str = "cpu"
     or ``device="cuda"``). Other keywords go to :class:`~facepoints.inference.predictor.Predictor`
     (``refine``, ``flip``, ``detect_size``). ``detector``: a name, a detector object, None
     (boxes given to ``predict``), or "auto": the one the model file recommends, else YuNet."""
+    from pathlib import Path
+
     from facepoints.inference.predictor import Predictor
     from facepoints.inference.runtime import OnnxRunner, onnx_file
+    from facepoints.models.info import BUNDLED_MODELS, ModelFileError, bundled_name
 
+    if model is not None and bundled_name(model) is None and not Path(model).exists():
+        raise ModelFileError(f"{model}: no such model file, and not a bundled model (bundled: "
+                             f"{', '.join(BUNDLED_MODELS)})")
     path = onnx_file(model) if runtime in ("auto", "onnx") and device == "cpu" else None
     if path is not None:
         run = OnnxRunner(path, threads=threads or 1)

@@ -35,8 +35,8 @@ FlipOpt = typer.Option(None, "--flip/--no-flip",
 RefineOpt = typer.Option(None, "--refine", min=0, max=3,
                          help="passes that crop again around the predicted landmarks after the detector box "
                               "(default: as the model file recommends, else 1; 0 is fastest)")
-ModelOpt = typer.Option(None, "--model", "-m", help="model file (.safetensors), or a bundled model by name: default "
-                        "(used when not given) or fast")
+ModelOpt = typer.Option(None, "--model", "-m", help="model file (.onnx, or .safetensors with the training install), "
+                        "or a bundled model by name: default (used when not given) or fast")
 DetectSizeOpt = typer.Option(None, "--detect-size", min=32,
                              help="the face detector sees the image downscaled to this longest side (default: as the "
                                   "model file recommends, else 960; BlazeFace's network always sees 128 px): "

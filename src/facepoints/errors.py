@@ -50,3 +50,8 @@ class TooLargeError(FacepointsError, ValueError):
 class OutputError(FacepointsError, ValueError):
     """An output that would overwrite an input, write through a symbolic link, or could
     not be written (a read-only folder, a full disk)."""
+
+
+class MissingDependency(FacepointsError, ImportError):
+    """An optional package a chosen feature needs is not installed (the message says
+    which and how to install it)."""

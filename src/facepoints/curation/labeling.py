@@ -24,6 +24,7 @@ from facepoints.data.crops import box_iou
 from facepoints.data.images import IMAGE_SUFFIXES, ImageError, output_names, read_image, scan_images, write_image
 from facepoints.data.samples import Dataset, Sample, landmark_box
 from facepoints.data.video import VIDEO_SUFFIXES, VideoError, read_video
+from facepoints.errors import MissingDependency
 
 
 @dataclass
@@ -81,8 +82,9 @@ class DlibLandmarker:
         try:
             import dlib
             import face_recognition_models
-        except ImportError as e:
-            raise ImportError("the dlib teacher needs: pip install dlib-bin face_recognition_models 'setuptools<81'") from e
+        except ImportError:
+            raise MissingDependency("the dlib teacher needs: pip install dlib-bin face_recognition_models "
+                                    "'setuptools<81'") from None
         from facepoints.inference.detectors import DlibHogDetector
 
         self._dlib = dlib

@@ -36,6 +36,7 @@ import numpy as np
 
 from facepoints.data.calibration import DETECTOR_CALIBRATIONS, BoxCalibration
 from facepoints.data.crops import box_iou
+from facepoints.errors import MissingDependency
 
 __all__ = [
     "BlazeFaceDetector",
@@ -434,11 +435,11 @@ class DlibHogDetector(_Detector):
         super().__init__(max_side=max_side, pad=pad, pad_mode=pad_mode)
         try:
             import dlib
-        except ImportError as e:
-            raise ImportError(
+        except ImportError:
+            raise MissingDependency(
                 "the 'dlib-hog' face detector needs dlib: pip install dlib-bin "
                 "(or pip install 'facepoints[dlib]')"
-            ) from e
+            ) from None
         self._hog = dlib.get_frontal_face_detector()
         self.upsample = int(upsample)
         self.threshold = float(threshold)
