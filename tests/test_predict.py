@@ -192,3 +192,24 @@ def test_cli_detector_and_refine_options_reach_the_predictor():
     assert np.abs(refined[0].landmarks - want[0].landmarks).max() > 0.05  # the option changes something
     r = runner.invoke(app, ["predict", str(PHOTOS[0]), "--refine", "4"])
     assert r.exit_code == 2 and "--refine" in r.output
+
+
+def test_predict_takes_pil_images_bgr_arrays_grey_and_lists():
+    from PIL import Image
+
+    import cv2
+
+    predictor = facepoints.load()
+    rgb = read_image(PHOTOS[0])
+    want = np.stack([f.landmarks for f in predictor.predict(rgb)])
+    same = [predictor.predict(Image.fromarray(rgb)), predictor.predict(Image.fromarray(rgb).convert("RGBA")),
+            predictor.predict(np.ascontiguousarray(rgb[:, :, ::-1]), bgr=True),
+            predictor.predict(cv2.imread(str(PHOTOS[0])), bgr=True)]
+    for faces in same:
+        np.testing.assert_allclose(np.stack([f.landmarks for f in faces]), want, atol=0.5)
+    batch = predictor.predict([rgb, PHOTOS[0]])
+    assert len(batch) == 2 and all(len(b) == len(want) for b in batch)
+    grey = predictor.predict(Image.fromarray(rgb).convert("L"))
+    assert len(grey) == len(want)
+    with pytest.raises(ValueError, match="must be uint8"):
+        predictor.predict(rgb.astype(np.float32))

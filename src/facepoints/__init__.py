@@ -48,4 +48,38 @@ def load(model=None, detector: str | object | None = "auto", device: str = "cpu"
     return Predictor(run, info, detector=detector, detector_threads=threads, **kw)
 
 
-__all__ = ["load", "__version__"]
+# The public surface, imported on first use (``import facepoints`` stays light and never
+# imports PyTorch; ``facepoints.train`` needs the training install).
+_PUBLIC = {
+    "Predictor": "facepoints.inference.predictor", "Face": "facepoints.inference.predictor",
+    "ImageResult": "facepoints.inference.predictor", "Tracker": "facepoints.inference.tracking",
+    "read_dataset": "facepoints.data.formats", "write_dataset": "facepoints.data.formats",
+    "evaluate": "facepoints.evaluation.evaluate", "head_pose": "facepoints.data.pose",
+    "FacepointsError": "facepoints.errors", "UsageError": "facepoints.errors", "OutputError": "facepoints.errors",
+    "TooLargeError": "facepoints.errors", "TrainingError": "facepoints.errors", "MissingDependency": "facepoints.errors",
+    "ImageError": "facepoints.data.images", "AnnotationError": "facepoints.data.samples",
+    "ModelFileError": "facepoints.models.info", "ConfigError": "facepoints.training.config",
+}
+
+
+def train(config, resume: bool = False, overrides: dict | None = None, progress: bool = False):
+    """Train from a config file (YAML path) or a ``TrainConfig``; returns the best model
+    file's path. Needs the training install (PyTorch)."""
+    from facepoints.training.config import TrainConfig, load_config
+    from facepoints.training.loop import train as run
+
+    cfg = config if isinstance(config, TrainConfig) else load_config(config, overrides)
+    return run(cfg, resume=resume, progress=progress)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        import importlib
+
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'facepoints' has no attribute {name!r}")
+
+
+__all__ = ["load", "train", "__version__", *_PUBLIC]

@@ -558,7 +558,7 @@ def clean(
     from facepoints.curation.cleaning import DEFAULT_THRESHOLD, score_dataset, write_report
     from facepoints.data.formats import read_dataset
     from facepoints.data.samples import AnnotationError
-    from facepoints.models.info import ModelFileError, model_file
+    from facepoints.models.info import ModelFileError, bundled_name, model_file
 
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     try:
@@ -570,11 +570,9 @@ def clean(
             detections = _detections(ds, detector, as_json)
             predictions = _out_of_fold(ds, fold_config, folds, threads, detections)
             name = f"{folds}-fold models from {fold_config}"
-        elif not no_model:
-            path = model_file(model)
-            if not path.is_file():
-                fail(f"{path}: no such model file; pass --model, or --no-model for the heuristics alone")
-            predictor, name = facepoints.load(path, detector=None, threads=threads), str(path)
+        elif not no_model:  # a bundled model runs its ONNX file: no PyTorch needed
+            predictor = facepoints.load(model, detector=None, threads=threads)
+            name = str(model_file(model) if bundled_name(model) is None else model_file(model).name)
         face_detector = None
         if detector.lower() != "none" and detections is None and predictor is not None:
             from facepoints.inference.detectors import get_detector

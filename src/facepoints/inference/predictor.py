@@ -105,6 +105,25 @@ class ImageResult:
             write_image(png_path, self.draw(image), inputs=inputs)
 
 
+def as_rgb(image, bgr: bool = False) -> np.ndarray:
+    """An RGB uint8 (H, W, 3) array from a path, bytes, a PIL image or an array (see
+    :meth:`Predictor.predict`)."""
+    if isinstance(image, (str, Path, bytes)):
+        return read_image(image)
+    if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image, any mode
+        return np.asarray(image.convert("RGB"))
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {img.dtype} {img.shape} (scale floats to 0-255 first)")
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, :3]
+    elif not (img.ndim == 3 and img.shape[2] == 3):
+        raise ValueError(f"image must be (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA, got {img.shape}")
+    return np.ascontiguousarray(img[:, :, ::-1]) if bgr else img
+
+
 def face_pose(landmarks: np.ndarray) -> dict | None:
     """{"yaw", "pitch", "roll"} in degrees for 68 landmarks (:func:`facepoints.data.pose.head_pose`),
     None for other schemes or where no pose can be fitted."""
@@ -297,8 +316,11 @@ class Predictor:
             out.append(Face(b, s, q, r, None if visible is None else visible[i], quality, face_pose(q)))
         return out
 
-    def predict(self, image, boxes=None, landmark_boxes=None) -> list[Face]:
-        """Faces in ``image`` (a path, or an RGB uint8 array) with their landmarks.
+    def predict(self, image, boxes=None, landmark_boxes=None, bgr: bool = False):
+        """Faces in ``image`` with their landmarks. ``image``: a path, encoded bytes, a PIL
+        image (any mode), or a uint8 array (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA;
+        ``bgr=True`` for an array in OpenCV's channel order (``cv2.imread``), which read as
+        RGB would move the points. A list of images gives a list of face lists.
 
         Without boxes the detector finds every face. ``boxes`` ``(K, 4)``: face boxes as
         the detector draws them (e.g. the ``box`` of faces this method returned, or
@@ -307,9 +329,11 @@ class Predictor:
         ``landmark_boxes`` ``(K, 4)``: tight boxes around each face's landmarks (as a
         ground-truth box is, the evaluation protocol), used as they are, no refinement.
         """
-        img = read_image(image) if isinstance(image, (str, Path, bytes)) else np.asarray(image)
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"image must be RGB uint8 (H, W, 3), got {img.dtype} {img.shape}")
+        if isinstance(image, (list, tuple)):
+            if boxes is not None or landmark_boxes is not None:
+                raise ValueError("boxes go with one image; for a list of images call predict per image")
+            return [self.predict(im, bgr=bgr) for im in image]
+        img = as_rgb(image, bgr)
         if boxes is not None and landmark_boxes is not None:
             raise ValueError("give boxes (detector-style) or landmark_boxes (tight), not both")
         if landmark_boxes is not None:
