@@ -151,7 +151,7 @@ def test_export_cli(small_model, tmp_path):
     r = runner.invoke(app, ["export", "--model", str(small_model), "--format", "tflite", "--out", str(tmp_path / "x")])
     assert r.exit_code != 0 and "unknown format" in r.output
     # `facepoints info` reads the exported file's metadata: the same as the source model's
-    r = runner.invoke(app, ["info", "--model", str(out)])
+    r = runner.invoke(app, ["info", "--model", str(out), "--json"])
     assert r.exit_code == 0, r.output
     exported, source = json.loads(r.stdout), json.loads(read_info(small_model).to_json())
     assert exported["scheme"] == source["scheme"] and exported["input_size"] == source["input_size"]

@@ -371,9 +371,11 @@ def calibrate_trust(
 
 @app.command()
 def info(model: Optional[Path] = typer.Option(None, "--model", "-m", help="model file (.safetensors or an exported "
-                                              ".onnx), or a bundled model by name (default, fast)")):
-    """Print a model file's metadata (scheme, input, recipe, metrics, precision) as JSON."""
-    from facepoints.models.info import ModelFileError, read_info
+                                              ".onnx), or a bundled model by name (default, fast)"),
+         as_json: bool = typer.Option(False, "--json", help="print the whole metadata as JSON instead")):
+    """A model's card (bundled models: the card beside their weights) and a summary of its
+    metadata; --json prints the metadata itself (scheme, input, recipe, metrics, trust)."""
+    from facepoints.models.info import ModelFileError, bundled_name, model_card, read_info
 
     try:
         if model is not None and model.suffix.lower() == ".onnx":
@@ -384,7 +386,26 @@ def info(model: Optional[Path] = typer.Option(None, "--model", "-m", help="model
             meta = read_info(model)
     except ModelFileError as e:
         fail(str(e))
-    typer.echo(meta.to_json())
+    if as_json:
+        typer.echo(meta.to_json())
+        return
+    card = model_card(model)
+    if card:
+        typer.echo(card.rstrip() + "\n")
+    scheme = meta.landmark_scheme
+    rec = meta.recipe.get("inference", {}) if isinstance(meta.recipe.get("inference"), dict) else {}
+    metric = meta.metrics.get("val_nme_io")
+    typer.echo(f"model:      {model or 'default'}" + (" (bundled)" if bundled_name(model) else ""))
+    typer.echo(f"points:     {scheme.num_points} ({scheme.name})")
+    typer.echo(f"network:    {meta.backbone} / {meta.head}, {meta.input_size} px crops at {meta.crop_scale} x the "
+               f"landmark box, {meta.precision}")
+    typer.echo(f"inference:  detector {rec.get('detector') or 'yunet'}, refine {rec.get('refine', 1)}, "
+               f"flip {rec.get('flip', False)}")
+    typer.echo(f"trust:      {'calibrated on ' + str(meta.trust.get('faces')) + ' faces' if meta.trust else 'none'}")
+    if metric is not None:
+        typer.echo(f"validation: NME {metric:.2f} % (inter-ocular, epoch {meta.metrics.get('epoch')})")
+    typer.echo(f"data:       {meta.training_data}")
+    typer.echo("(--json for the whole metadata)")
 
 
 @app.command("export")

@@ -316,6 +316,13 @@ class Predictor:
             out.append(Face(b, s, q, r, None if visible is None else visible[i], quality, face_pose(q)))
         return out
 
+    def result(self, image, bgr: bool = False) -> ImageResult:
+        """Every face of one image as an :class:`ImageResult` (what ``predict --json``,
+        ``--out`` and the service write); ``image`` as :meth:`predict` takes it."""
+        img = as_rgb(image, bgr)
+        path = str(image) if isinstance(image, (str, Path)) else None
+        return ImageResult(img.shape[1], img.shape[0], self.scheme.name, self.predict(img), image=path)
+
     def predict(self, image, boxes=None, landmark_boxes=None, bgr: bool = False):
         """Faces in ``image`` with their landmarks. ``image``: a path, encoded bytes, a PIL
         image (any mode), or a uint8 array (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA;

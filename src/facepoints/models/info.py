@@ -49,6 +49,14 @@ def model_file(model: str | Path | None) -> Path:
     return BUNDLED_MODELS[name] if name else Path(model)
 
 
+def model_card(model: str | Path | None) -> str | None:
+    """The card of a bundled model (``weights/NAME.md``, beside its weights), or of a model
+    file with a ``.md`` of the same name beside it; None when there is none."""
+    name = bundled_name(model)
+    path = (WEIGHTS / f"{name}.md") if name else Path(model).with_suffix(".md")
+    return path.read_text() if path.is_file() else None
+
+
 class ModelFileError(FacepointsError, ValueError):
     """A model file that is not a facepoints model, or is damaged."""
 

@@ -181,16 +181,16 @@ class DistillConfig(_Strict):
 class TrainConfig(_Strict):
     """The whole recipe; see configs/*.yaml for examples."""
 
-    name: str = "run"
-    seed: int = 0
-    output: str = "runs/run"
-    data: DataConfig
-    model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
-    optim: OptimConfig = OptimConfig()
-    augment: AugmentConfig = AugmentConfig()
-    inference: InferenceConfig = InferenceConfig()
-    distill: DistillConfig | None = None
+    name: str = Field("run", description="the run's name (logs)")
+    seed: int = Field(0, description="seeds the split, shuffling, augmentation and initialisation")
+    output: str = Field("runs/run", description="folder for checkpoints, model files and metrics.jsonl")
+    data: DataConfig = Field(description="what to train and validate on (section below)")
+    model: ModelConfig = Field(ModelConfig(), description="the network (section below)")
+    loss: LossConfig = Field(LossConfig(), description="the coordinate loss (section below)")
+    optim: OptimConfig = Field(OptimConfig(), description="optimiser and schedule (section below)")
+    augment: AugmentConfig = Field(AugmentConfig(), description="training augmentation (section below)")
+    inference: InferenceConfig = Field(InferenceConfig(), description="defaults stored in the model file (section below)")
+    distill: DistillConfig | None = Field(None, description="knowledge distillation from a teacher model (section below)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cuda when available under auto")
     amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on the CPU)")
@@ -265,7 +265,56 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"{path}: invalid config:\n{e}") from None
+        hints = _unknown_key_hints(e)
+        raise ConfigError(f"{path}: invalid config:\n" + ("\n".join(hints) + "\n" if hints else "") + str(e)) from None
+
+
+def _section_model(loc: tuple) -> type[BaseModel] | None:
+    """The config class at a location of the raw config (``("data", "train", 0)`` -> Source)."""
+    model: type[BaseModel] | None = TrainConfig
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        f = model.model_fields.get(part)
+        if f is None:
+            return None
+        import typing
+
+        ann = f.annotation
+        cands = [ann] + list(typing.get_args(ann))
+        cands += [a for c in cands for a in typing.get_args(c)]
+        model = next((c for c in cands if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model
+
+
+def _unknown_key_hints(e: ValidationError) -> list[str]:
+    """``data.modle: unknown key; did you mean `data.model`?`` for each key the config
+    classes do not have, with the nearest valid key of that section."""
+    import difflib
+
+    out = []
+    for err in e.errors():
+        if err.get("type") != "extra_forbidden":
+            continue
+        *where, key = err["loc"]
+        model = _section_model(tuple(where))
+        prefix = ".".join(str(p) for p in where)
+        full = f"{prefix}.{key}" if prefix else str(key)
+        valid = list(model.model_fields) if model is not None else []
+        near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+        if not near and model is not None:  # a key put in the wrong section: optim.lr written as model.lr
+            for section, f in TrainConfig.model_fields.items():
+                sub = _section_model((section,))
+                if sub is not None and str(key) in sub.model_fields:
+                    near = [f"{section}.{key}"]
+                    prefix = ""
+                    break
+        guess = f"{prefix}.{near[0]}" if near and prefix else (near[0] if near else None)
+        out.append(f"{full}: unknown key" + (f"; did you mean `{guess}`?" if guess else
+                                             f" (valid here: {', '.join(valid)})"))
+    return out
 
 
 def _absolute(p, base: Path):
@@ -301,7 +350,54 @@ def resolve_paths(raw: dict, base: Path) -> dict:
         for key in ("exclude", "cache_dir"):
             if key in data:
                 data[key] = _absolute(data[key], base)
+    from facepoints.models.info import BUNDLED_MODELS
+
     for section, key in (("model", "init_from"), ("distill", "teacher")):
         if isinstance(raw.get(section), dict) and key in raw[section]:
-            raw[section][key] = _absolute(raw[section][key], base)
+            value = raw[section][key]
+            # a bundled model by name ("default", "fast"), as --model takes it, unless such a file exists here
+            if not (isinstance(value, str) and value in BUNDLED_MODELS and not (base / value).exists()):
+                raw[section][key] = _absolute(value, base)
     return raw
+
+
+def config_reference() -> str:
+    """Every config key as Markdown tables (section, key, type, default, description), made
+    from the config classes' fields: ``docs/config-reference.md`` is this text (a test
+    checks), so the reference cannot drift from what the loader accepts."""
+    import typing
+
+    def type_name(ann) -> str:
+        text = str(ann).replace("typing.", "").replace("facepoints.training.config.", "")
+        text = text.replace("facepoints.data.augment.", "").replace("<class '", "").replace("'>", "")
+        return text.replace("NoneType", "None").replace("|", "\\|")
+
+    def rows(model: type[BaseModel], prefix: str, out: list[str], nested: list):
+        for name, f in model.model_fields.items():
+            ann = f.annotation
+            args = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+            inner = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else (args[0] if args else None)
+            if inner is not None and name != "train":
+                nested.append((f"{prefix}{name}", inner))
+            default = ("required" if f.is_required() else "section below" if inner is not None and name != "train"
+                       else repr(f.get_default(call_default_factory=True)))
+            desc = (f.description or "").replace("\n", " ").replace("|", "\\|")
+            shown = default if default in ("required", "section below") else f"`{default}`"
+            out.append(f"| `{prefix}{name}` | {type_name(ann)} | {shown} | {desc} |")
+
+    lines = ["# Training config reference", "",
+             "Generated from `facepoints.training.config` (`config_reference()`); a test keeps this file equal to it.",
+             "Unknown keys are refused, with the nearest valid key suggested. Paths are relative to the config file.", ""]
+    todo = [("", TrainConfig)]
+    while todo:
+        prefix, model = todo.pop(0)
+        title = prefix or "top level"
+        lines += [f"## {title}", "", (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "), "",
+                  "| key | type | default | description |", "|---|---|---|---|"]
+        nested: list = []
+        rows(model, f"{prefix}." if prefix else "", lines, nested)
+        if model is DataConfig:
+            nested.insert(0, ("data.train[]", Source))
+        lines.append("")
+        todo += nested
+    return "\n".join(lines).rstrip() + "\n"
