@@ -430,3 +430,51 @@ def test_a_run_started_with_relative_paths_resumes(tmp_path, monkeypatch):
     torch.save(ck, run / "last.pt")
     train(load_config(path, {"max_steps": None}), resume=True, progress=False)
     assert (run / "final.safetensors").is_file()
+
+
+def test_unknown_keys_are_answered_with_the_nearest_valid_key(tmp_path):
+    path = tiny_config(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["data"]["val_fracton"] = 0.2
+    raw["model"]["lr"] = 0.01
+    raw["optim"]["epohcs"] = 3
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert "data.val_fracton: unknown key; did you mean `data.val_fraction`?" in msg
+    assert "model.lr: unknown key; did you mean `optim.lr`?" in msg
+    assert "optim.epohcs: unknown key; did you mean `optim.epochs`?" in msg
+
+
+def test_a_config_on_a_base_merges_sections_and_applies_its_set(tmp_path):
+    base = tiny_config(tmp_path)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "child.yaml").write_text(yaml.safe_dump({
+        "base": "../tiny.yaml", "name": "child", "output": "out",
+        "model": {"input_size": 40}, "set": {"optim.lr": 0.002, "model.init_from": "default"}}))
+    child, parent = load_config(sub / "child.yaml"), load_config(base)
+    assert child.name == "child" and child.model.input_size == 40 and child.optim.lr == 0.002
+    assert child.model.backbone == parent.model.backbone and child.optim.epochs == parent.optim.epochs
+    assert child.data.train == parent.data.train                       # paths relative to the base's own folder
+    assert child.output == str((sub / "out").resolve())               # and the child's to its own
+    assert child.model.init_from == "default"                         # a bundled model by name, as --model takes it
+    (sub / "loop.yaml").write_text(yaml.safe_dump({"base": "loop.yaml"}))
+    with pytest.raises(ConfigError, match="include each other"):
+        load_config(sub / "loop.yaml")
+
+
+def test_init_from_a_bundled_model_by_name(tmp_path):
+    cfg = load_config(tiny_config(tmp_path, model={"backbone": "mobilenet_v2", "head": "pip", "input_size": 64,
+                                                   "init_from": "default"},
+                                  optim={"batch_size": 4, "epochs": 1, "lr": 0.0005}))
+    assert cfg.model.init_from == "default"
+    model, _ = load_model(train(cfg, progress=False))
+    from facepoints.models.package import load_model as lm
+
+    bundled, _ = lm("default")
+    # the trunk started from the bundled default's and moved only a little in one short epoch
+    a = dict(model.trunk.named_parameters())["0.0.weight"]
+    b = dict(bundled.trunk.named_parameters())["0.0.weight"]
+    assert float((a - b).abs().mean()) < 0.05 * float(b.abs().mean())

@@ -247,13 +247,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     working directory. Both become absolute, so the config says where things are
     whatever the directory a run is resumed from."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a config must be a mapping")
-    resolve_paths(raw, path.parent.resolve())
+    raw = _read_with_base(path, [])
     overrides = overrides or {}
     for key, value in overrides.items():
         _set_key(raw, key, value, path)
@@ -317,6 +311,53 @@ def _unknown_key_hints(e: ValidationError) -> list[str]:
     return out
 
 
+def _read_with_base(path: Path, seen: list) -> dict:
+    """A config file as a dict with its paths made absolute, on top of its ``base:``
+    (another config file, relative to this one; its own base first; dicts merge key by
+    key, anything else, lists included, is replaced), then its ``set:`` (dotted keys, as
+    ``--set`` takes them: ``{data.train.5.repeat: 8}``)."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: base: configs include each other ({' -> '.join(str(p) for p in seen)})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping")
+    base, sets = raw.pop("base", None), raw.pop("set", None) or {}
+    resolve_paths(raw, path.parent.resolve())
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base: must be the path of another config file")
+        raw = _merge(_read_with_base(path.parent / base, seen + [path.resolve()]), raw)
+    if not isinstance(sets, dict):
+        raise ConfigError(f"{path}: set: must map dotted keys to values (data.train.5.repeat: 8)")
+    for key, value in sets.items():
+        if isinstance(value, str) and key.split(".")[-1] in ("init_from", "teacher"):
+            value = _model_path(value, path.parent.resolve())
+        elif isinstance(value, str) and key.split(".")[-1] in ("output", "exclude", "cache_dir"):
+            value = _absolute(value, path.parent.resolve())
+        _set_key(raw, str(key), value, path)
+    return raw
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _model_path(value, base: Path):
+    """A model-file value made absolute, except a bundled model's name ("default", "fast",
+    as --model takes it) when no file of that name is beside the config."""
+    from facepoints.models.info import BUNDLED_MODELS
+
+    if isinstance(value, str) and value in BUNDLED_MODELS and not (base / value).exists():
+        return value
+    return _absolute(value, base)
+
+
 def _absolute(p, base: Path):
     if not isinstance(p, str) or not p:
         return p
@@ -350,14 +391,9 @@ def resolve_paths(raw: dict, base: Path) -> dict:
         for key in ("exclude", "cache_dir"):
             if key in data:
                 data[key] = _absolute(data[key], base)
-    from facepoints.models.info import BUNDLED_MODELS
-
     for section, key in (("model", "init_from"), ("distill", "teacher")):
         if isinstance(raw.get(section), dict) and key in raw[section]:
-            value = raw[section][key]
-            # a bundled model by name ("default", "fast"), as --model takes it, unless such a file exists here
-            if not (isinstance(value, str) and value in BUNDLED_MODELS and not (base / value).exists()):
-                raw[section][key] = _absolute(value, base)
+            raw[section][key] = _model_path(raw[section][key], base)
     return raw
 
 
