@@ -36,13 +36,6 @@ def iou(a, b) -> float:
 # --------------------------------------------------------------------- arithmetic
 
 
-def test_as_signed16_undoes_uint16_wraparound():
-    raw = np.array([65533, 0, 17, 65535], dtype=np.uint16)  # -3, 0, 17, -1
-    np.testing.assert_array_equal(D.as_signed16(raw), [-3, 0, 17, -1])
-    np.testing.assert_array_equal(D.as_signed16(np.array([-3, 5], np.int16)), [-3, 5])
-    assert D.as_signed16(raw).dtype == np.int32
-
-
 def test_xywh_to_xyxy():
     out = D.xywh_to_xyxy(np.array([[10, 20, 30, 40], [-5, -6, 7, 8]], np.int32))
     np.testing.assert_array_equal(out, [[10, 20, 40, 60], [-5, -6, 2, 2]])

@@ -14,14 +14,15 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def load(model=None, detector: str | object | None = "auto", device: str = "cpu", runtime: str = "auto",
-         threads: int | None = None, **kw):
+         threads: int | None = None, memory_arena: bool = True, **kw):
     """A ready ``Predictor``: the bundled default model unless ``model`` is given (a model
     file, or a bundled model by name: "default", "fast"). Bundled models and ``.onnx``
     files run on ONNX Runtime without importing PyTorch (``threads``: the network's and
     the face detector's threads, 1 by default); a ``.safetensors`` file needs the training install (PyTorch): it is
     exported once and cached (``runtime="auto"``), or kept in PyTorch (``runtime="torch"``,
     or ``device="cuda"``). Other keywords go to :class:`~facepoints.inference.predictor.Predictor`
-    (``refine``, ``flip``, ``detect_size``). ``detector``: a name, a detector object, None
+    (``refine``, ``flip``, ``detect_size``, ``max_faces``). ``memory_arena=False`` returns a
+    large batch's memory after each call (the service's setting). ``detector``: a name, a detector object, None
     (boxes given to ``predict``), or "auto": the one the model file recommends, else YuNet."""
     from pathlib import Path
 
@@ -34,7 +35,7 @@ def load(model=None, detector: str | object | None = "auto", device: str = "cpu"
                              f"{', '.join(BUNDLED_MODELS)})")
     path = onnx_file(model) if runtime in ("auto", "onnx") and device == "cpu" else None
     if path is not None:
-        run = OnnxRunner(path, threads=threads or 1)
+        run = OnnxRunner(path, threads=threads or 1, memory_arena=memory_arena)
         info = run.info()
     else:
         from facepoints.models.info import ModelFileError
@@ -44,7 +45,8 @@ def load(model=None, detector: str | object | None = "auto", device: str = "cpu"
         except ImportError as e:  # the inference-only install has no torch
             raise ModelFileError(f"{model}: running a .safetensors model needs PyTorch (pip install 'facepoints[train]'), "
                                f"or an exported .onnx file ({e})") from None
-        run, info = load_runner(model, device=device, threads=threads, runtime=runtime)
+        run, info = load_runner(model, device=device, threads=threads, runtime=runtime,
+                                **({} if memory_arena else {"memory_arena": False}))
     return Predictor(run, info, detector=detector, detector_threads=threads, **kw)
 
 

@@ -480,7 +480,8 @@ def serve(
 
     try:
         predictor = facepoints.load(model, detector=detector, threads=threads, flip=flip,
-                                        detect_size=detect_size, refine=refine, max_faces=max_faces)
+                                        detect_size=detect_size, refine=refine, max_faces=max_faces,
+                                        memory_arena=False)  # memory goes back after each request
     except (ModelFileError, ValueError, ImportError) as e:
         fail(str(e))
     import math
