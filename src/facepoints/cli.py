@@ -113,53 +113,76 @@ def _expand_images(paths: list[Path]) -> list[Path]:
 
 @app.command()
 def predict(
-    images: list[Path] = typer.Argument(..., help="image files or folders"),
+    images: list[str] = typer.Argument(..., help="image files, folders, glob patterns ('photos/**/*.jpg'), or "
+                                       "@LIST (a text file with one path per line, or a CSV whose first column is one)"),
     model: Optional[Path] = ModelOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write NAME.png (annotated) and NAME.json per image here"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object per image (JSON lines) on stdout"),
+    jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="append one JSON line per image to this file, flushed as "
+                                         "it goes; a re-run with the same file skips the images it holds"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="processes, one single-threaded model each "
+                                          "(default: the machine's cores, at most one per image)"),
     detector: str = DetectorOpt,
     detect_size: Optional[int] = DetectSizeOpt,
-    threads: int = typer.Option(1, min=1, help="CPU threads for the network"),
+    threads: int = typer.Option(1, min=1, help="CPU threads for the network (with one worker)"),
     flip: Optional[bool] = FlipOpt,
     refine: Optional[int] = RefineOpt,
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="a progress bar with rate and ETA "
+                                            "(default: on a terminal with --jsonl)"),
 ):
     """Find every face in each image and its landmarks."""
-    from facepoints.data.images import ImageError, read_image
-    from facepoints.inference.predictor import ImageResult
-    from facepoints.models.info import ModelFileError
+    from facepoints.data.outputs import guard_output
+    from facepoints.inference import batch
 
-    try:
-        predictor = facepoints.load(model, detector=detector, threads=threads, flip=flip,
-                                        detect_size=detect_size, refine=refine)
-    except (ModelFileError, ValueError) as e:
-        fail(str(e))
-    files = _expand_images(images)
+    files, notes = batch.expand_inputs(images)
+    for line in notes:
+        typer.echo(f"note: {line}", err=True)
     if not files:
         fail("no images given (folders are searched for .jpg/.png/...)")
-    targets = _output_paths(files, out, (".png", ".json")) if out else {}
-    bad: list[str] = []
-    for f in files:
-        try:
-            img = read_image(f)
-            faces = predictor.predict(img)
-        except ImageError as e:
-            bad.append(str(e))
-            typer.echo(f"error: {e}", err=True)
-            continue
-        except ValueError as e:  # readable, but no use to the detector (e.g. 1 pixel high)
-            bad.append(f"{f}: {e}")
-            typer.echo(f"error: {f}: {e}", err=True)
-            continue
-        result = ImageResult(img.shape[1], img.shape[0], predictor.scheme.name, faces, image=str(f))
-        if as_json:
-            typer.echo(json.dumps(result.to_dict()))
-        else:
-            typer.echo(f"{f}: {len(faces)} face(s)")
-        if out:
-            png, js = targets[f]
-            result.save(js, img, png, inputs=files)
-    if bad:
-        typer.echo(f"{len(bad)} of {len(files)} image(s) could not be read", err=True)
+    options = {"model": str(model) if model is not None else None, "detector": detector, "flip": flip,
+               "refine": refine, "detect_size": detect_size, "inputs": [str(f) for f in files]}
+    n_workers = min(workers or batch.default_workers(), len(files))
+    # the model and detector are checked here, once, before any image (one line if they cannot work)
+    predictor = facepoints.load(model, detector=detector, threads=threads, flip=flip, detect_size=detect_size,
+                                refine=refine)
+    if predictor._detector_spec is not None:
+        predictor.detector
+    targets = {f: v for f, v in _output_paths(files, out, (".png", ".json")).items()} if out else {}
+    done: set[str] = set()
+    sink_file = None
+    if jsonl is not None:
+        guard_output(jsonl, inputs=files)
+        done = batch.done_images(jsonl)
+        if done:
+            typer.echo(f"{jsonl}: {len(done & {str(f) for f in files})} of {len(files)} image(s) already done, skipped",
+                       err=True)
+        jsonl.parent.mkdir(parents=True, exist_ok=True)
+        sink_file = open(jsonl, "a", encoding="utf-8", errors="surrogateescape")
+
+    def sink(rec: dict) -> None:
+        if sink_file is not None:
+            sink_file.write(json.dumps(rec) + "\n")
+            sink_file.flush()
+        if "error" in rec:
+            typer.echo(f"error: {rec['error']}", err=True)
+        elif as_json:
+            typer.echo(json.dumps(rec))
+        elif sink_file is None:
+            typer.echo(f"{rec['image']}: {len(rec['faces'])} face(s)")
+
+    show = progress if progress is not None else (jsonl is not None and sys.stderr.isatty())
+    if n_workers == 1:  # in this process, on the predictor just checked
+        batch._PREDICTOR, batch._OPTIONS = predictor, options
+    try:
+        report = batch.run_batch(files, options, sink, workers=n_workers, targets=targets, done=done, progress=show,
+                                 preloaded=n_workers == 1)
+    finally:
+        if sink_file is not None:
+            sink_file.close()
+    if jsonl is not None:
+        typer.echo(f"{jsonl}: {report.written} image(s) written, {report.skipped} skipped as done", err=True)
+    if report.errors:
+        typer.echo(f"{len(report.errors)} of {len(files)} image(s) could not be read", err=True)
         raise typer.Exit(1)
 
 

@@ -26,3 +26,13 @@ def cpu_flags() -> str:
     flags = (_cpuinfo("flags") or "").split()
     keep = [f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f or "bf16" in f or f == "f16c"]
     return " ".join(keep) if flags else "?"
+
+
+def report_header(title: str, command: str, note: str = "") -> list[str]:
+    """The lines every committed benchmark result starts with: title, the command that
+    made it, the date and the machine (one writer for all of them)."""
+    import datetime
+    import os
+
+    return [f"# {title}", "", f"Command: `{command}`  ", f"Date: {datetime.date.today()}  ",
+            f"Machine: {cpu_name()}, {os.cpu_count()} cores ({cpu_flags()})" + (f"; {note}" if note else ""), ""]

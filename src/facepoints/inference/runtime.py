@@ -48,6 +48,9 @@ class OnnxRunner:
             # the arena keeps the largest batch's memory for good: faster for batch jobs, but a
             # service should give it back after a request with many faces (serve turns it off)
             opts.enable_cpu_mem_arena = bool(memory_arena)
+            # no busy-waiting between operators: on a machine busy with other work, spinning
+            # threads made --threads 2 twelve times slower than one thread
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=opts,
                                                 providers=providers or ["CPUExecutionProvider"])

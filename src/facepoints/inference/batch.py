@@ -1,0 +1,170 @@
+"""Batch jobs that finish: many images through one predictor per worker process, results
+streamed to a JSON-lines file that a re-run resumes.
+
+* ``--jsonl FILE``: one line per input image, written and flushed as each finishes (in
+  input order): ``{"image", "width", "height", "scheme", "faces"}``, or ``{"image",
+  "error"}`` for an image that could not be read. A re-run with the same file skips the
+  images it already holds (and says how many); a line cut by a kill is removed first, so
+  after ``kill -9`` and a re-run every input appears exactly once.
+* ``workers``: processes, each with its own single-threaded predictor (ONNX Runtime with
+  intra-op spinning off); images are decoded in the workers; memory stays bounded
+  (a few images in flight per worker).
+* inputs: files, folders (recursive), glob patterns, and manifests (``@list.txt`` or a
+  ``.txt``/``.csv`` file given to ``manifest``: one path per line, or a CSV whose first
+  column is the path; relative paths are taken from the manifest's folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facepoints.data.images import IMAGE_SUFFIXES, scan_images
+
+_PREDICTOR = None  # one per worker process
+_OPTIONS: dict = {}
+
+
+def expand_inputs(paths, manifest: str | Path | None = None) -> tuple[list[Path], list[str]]:
+    """Image files from files, folders, globs and manifests; and notes on what was skipped."""
+    items: list[Path] = []
+    notes: list[str] = []
+    for p in [str(x) for x in paths] + ([f"@{manifest}"] if manifest else []):
+        if p.startswith("@"):
+            items.extend(read_manifest(p[1:]))
+        elif any(c in p for c in "*?[") and not Path(p).exists():
+            found = sorted(glob.glob(p, recursive=True))
+            if not found:
+                notes.append(f"{p}: the pattern matches no file")
+            items.extend(Path(f) for f in found)
+        else:
+            items.append(Path(p))
+    files, skipped = scan_images(items, IMAGE_SUFFIXES)
+    return files, notes + skipped
+
+
+def read_manifest(path: str | Path) -> list[Path]:
+    """Paths listed in a text file (one per line, ``#`` comments) or a CSV (first column;
+    a header row whose first cell is not a file is skipped); relative to the file's folder."""
+    from facepoints.errors import UsageError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the manifest ({e.strerror or e})") from None
+    if path.suffix.lower() == ".csv":
+        rows = [r[0].strip() for r in csv.reader(text.splitlines()) if r and r[0].strip()]
+        if rows and not (path.parent / rows[0]).exists() and not Path(rows[0]).exists():
+            rows = rows[1:]  # a header
+    else:
+        rows = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [Path(r) if Path(r).is_absolute() else path.parent / r for r in rows]
+
+
+def done_images(jsonl: Path) -> set[str]:
+    """The images a JSON-lines file already holds; a last line cut by a kill is removed
+    from the file (so it is done again, once)."""
+    if not jsonl.exists():
+        return set()
+    done: set[str] = set()
+    good = 0
+    with open(jsonl, "rb") as fh:
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                break  # cut mid-line
+            try:
+                done.add(json.loads(raw)["image"])
+            except (ValueError, KeyError, TypeError):
+                break
+            good += len(raw)
+    if good != jsonl.stat().st_size:
+        with open(jsonl, "r+b") as fh:
+            fh.truncate(good)
+    return done
+
+
+def _init_worker(options: dict) -> None:
+    global _PREDICTOR, _OPTIONS
+    import facepoints
+
+    _OPTIONS = options
+    _PREDICTOR = facepoints.load(options.get("model"), detector=options.get("detector", "auto"), threads=1,
+                                 **{k: v for k, v in options.items() if k in ("flip", "refine", "detect_size")})
+
+
+def _one(item: tuple[str, list | None]) -> dict:
+    """One image: its record (or an error record); writes its --out files when asked."""
+    from facepoints.data.images import read_image
+    from facepoints.errors import FacepointsError
+    from facepoints.inference.predictor import ImageResult
+
+    path, targets = item
+    try:
+        img = read_image(path)
+        faces = _PREDICTOR.predict(img)
+    except (FacepointsError, ValueError) as e:
+        text = str(e)
+        return {"image": path, "error": text if text.startswith(path) else f"{path}: {text}"}
+    result = ImageResult(img.shape[1], img.shape[0], _PREDICTOR.scheme.name, faces, image=path)
+    if targets:
+        png, js = targets
+        result.save(js, img, png, inputs=_OPTIONS.get("inputs", ()))
+    return result.to_dict()
+
+
+@dataclass
+class BatchReport:
+    total: int
+    skipped: int = 0
+    written: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def run_batch(files: list[Path], options: dict, sink, workers: int = 1, targets: dict | None = None,
+              done: set[str] | None = None, progress: bool = False, preloaded: bool = False) -> BatchReport:
+    """Every file through the predictor ``options`` describe (``facepoints.load``'s
+    arguments), ``workers`` processes, records handed to ``sink(record)`` in input order;
+    files in ``done`` are skipped. ``preloaded``: with one worker, use the predictor the
+    caller put in ``_PREDICTOR``."""
+    todo = [f for f in files if str(f) not in (done or set())]
+    report = BatchReport(len(files), len(files) - len(todo))
+    items = [(str(f), (targets or {}).get(f)) for f in todo]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), unit="img", desc="predict", smoothing=0.05)
+    if workers <= 1:
+        if not preloaded:
+            _init_worker(options)
+        results = map(_one, items)
+        pool = None
+    else:
+        import multiprocessing as mp
+
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(options,))
+        results = pool.imap(_one, items, chunksize=4)
+    try:
+        for rec in results:
+            sink(rec)
+            report.written += 1
+            if "error" in rec:
+                report.errors.append(rec["error"])
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if bar is not None:
+            bar.close()
+    return report
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
