@@ -52,6 +52,7 @@ def _auroc(score: np.ndarray, positive: np.ndarray) -> float | None:
     """Area under the ROC curve of ``score`` for ``positive`` (ties counted half)."""
     from scipy.stats import rankdata
 
+    score, positive = np.asarray(score).ravel(), np.asarray(positive).ravel()
     pos, n = positive.astype(bool), len(score)
     n_pos = int(pos.sum())
     if n_pos == 0 or n_pos == n:
