@@ -129,6 +129,8 @@ def predict(
     refine: Optional[int] = RefineOpt,
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="a progress bar with rate and ETA "
                                             "(default: on a terminal with --jsonl)"),
+    to_scheme: Optional[str] = typer.Option(None, "--to-scheme", help="report the landmarks in another scheme the "
+                                            "geometry defines (ibug68 -> five; wflw98 -> ibug68 or five)"),
 ):
     """Find every face in each image and its landmarks."""
     from facepoints.data.outputs import guard_output
@@ -140,13 +142,18 @@ def predict(
     if not files:
         fail("no images given (folders are searched for .jpg/.png/...)")
     options = {"model": str(model) if model is not None else None, "detector": detector, "flip": flip,
-               "refine": refine, "detect_size": detect_size, "inputs": [str(f) for f in files]}
+               "refine": refine, "detect_size": detect_size, "inputs": [str(f) for f in files], "to_scheme": to_scheme}
     n_workers = min(workers or batch.default_workers(), len(files))
     # the model and detector are checked here, once, before any image (one line if they cannot work)
     predictor = facepoints.load(model, detector=detector, threads=threads, flip=flip, detect_size=detect_size,
                                 refine=refine)
     if predictor._detector_spec is not None:
         predictor.detector
+    if to_scheme is not None:
+        from facepoints.data.convert import can_convert
+
+        if not can_convert(predictor.scheme.name, to_scheme):
+            fail(f"--to-scheme {to_scheme}: no conversion from this model's {predictor.scheme.name} points")
     targets = {f: v for f, v in _output_paths(files, out, (".png", ".json")).items()} if out else {}
     done: set[str] = set()
     sink_file = None
@@ -252,6 +259,8 @@ def train(
     epochs: Optional[int] = typer.Option(None, help="override optim.epochs"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override any config key, e.g. --set model.input_size=96"),
     progress: bool = typer.Option(True, help="progress bars"),
+    detector_fit: bool = typer.Option(True, "--detector-fit/--no-detector-fit", help="for a scheme other than the 68 "
+                                      "iBUG points: fit the face detectors to the model's crops at the end"),
 ):
     """Train a landmark model from a YAML config; writes OUTPUT/best.safetensors."""
     needs_training_install("train")
@@ -272,7 +281,57 @@ def train(
         best = run(cfg, resume=resume, progress=progress and sys.stderr.isatty())
     except (ConfigError, FileExistsError, ValueError, FileNotFoundError) as e:
         fail(str(e))
+    from facepoints.models.info import read_info
+
+    if read_info(best).landmark_scheme.num_points != 68 and detector_fit:
+        _fit_detectors(cfg, best)
     typer.echo(f"best model: {best}")
+
+
+def _fit_detectors(cfg, model_path: Path, detectors=("yunet", "blazeface")) -> None:
+    """Fit the face detectors to a model's own crops on its training faces, write them into
+    the model file, and report whole-image NME beside GT-box NME on the validation split."""
+    from facepoints.deploy.detector_fit import calibrate_detectors
+    from facepoints.evaluation.evaluate import evaluate as run_eval
+    from facepoints.training.loop import make_splits
+
+    splits = make_splits(cfg)
+    fits = calibrate_detectors(model_path, splits.train.samples, detectors)
+    for f in fits:
+        if f.calibration is None:
+            typer.echo(f"detector {f.name}: refused for this model ({f.reason})", err=True)
+            continue
+        typer.echo(f"detector {f.name}: fitted on {f.matched} of {f.faces} training faces: {f.calibration.to_dict()}",
+                   err=True)
+        if len(splits.val):
+            gt = run_eval(splits.val, facepoints.load(model_path, detector=None)).summary
+            whole = run_eval(splits.val, facepoints.load(model_path, detector=f.name), use_detector=True).summary
+            key = gt.get("primary", "io")
+            typer.echo(f"  validation ({len(splits.val)} faces): NME ({key}) {gt.get('nme_' + key, float('nan')):.2f} % "
+                       f"from ground-truth boxes, {whole.get('nme_' + key, float('nan')):.2f} % on whole photos "
+                       f"({whole['n_missed']} missed)", err=True)
+
+
+@app.command("calibrate-detectors")
+def calibrate_detectors_cmd(
+    config: Path = typer.Argument(..., help="the model's training config: its training faces are fitted on"),
+    model: Path = typer.Argument(..., help="model file (.safetensors)"),
+    out: Path = typer.Option(..., "--out", "-o", help="the model file to write (with the fitted calibrations)"),
+    detectors: str = typer.Option("yunet,blazeface", help="comma-separated face detectors to fit"),
+):
+    """Fit face detectors to a model's own crops (any point scheme), store the fits in the
+    model file, and report whole-image vs ground-truth-box NME on the validation split."""
+    needs_training_install("calibrate-detectors")
+    import shutil
+
+    from facepoints.training.config import load_config
+
+    if out.resolve() == model.resolve():
+        fail(f"--out {out} is the input model; write the calibrated model to a new file")
+    cfg = load_config(config)
+    shutil.copyfile(model, out)
+    _fit_detectors(cfg, out, tuple(d.strip() for d in detectors.split(",") if d.strip()))
+    typer.echo(f"wrote {out}")
 
 
 @app.command("augment-preview")

@@ -33,6 +33,16 @@ def labels_outside(points: np.ndarray, width: int, height: int, margin: float = 
             f"({x:.6g}, {y:.6g}); they are scored as labelled (see facepoints clean)")
 
 
+def _matching(faces, box) -> int | None:
+    """The face whose detector box overlaps the ground-truth box most (over 0.2): the one
+    that was annotated (detector and landmark boxes differ in convention)."""
+    if not faces:
+        return None
+    ious = box_iou(np.stack([f.box for f in faces]).astype(np.float32), np.asarray(box, np.float32))
+    k = int(np.argmax(ious))
+    return k if ious[k] > 0.2 else None
+
+
 @dataclass
 class Evaluation:
     summary: dict
@@ -42,7 +52,13 @@ class Evaluation:
 
 
 def evaluate(ds: Dataset, predictor, use_detector: bool = False, progress: bool = False) -> Evaluation:
-    if ds.scheme.num_points != predictor.scheme.num_points:
+    """``predictor`` on every face of ``ds``. A model with other points than the dataset is
+    scored through :func:`facepoints.data.convert.convert` where the geometry defines it
+    (a 68-point model on 5-point faces); the summary says ``"converted"`` then."""
+    from facepoints.data.convert import can_convert, convert, model_box
+
+    same = ds.scheme.num_points == predictor.scheme.num_points
+    if not same and not can_convert(predictor.scheme.name, ds.scheme.name):
         raise ValueError(f"dataset {ds.name} has {ds.scheme.num_points} points, model predicts {predictor.scheme.num_points}")
     m, p = len(ds), ds.scheme.num_points
     pred = np.full((m, p, 2), np.nan, np.float32)
@@ -66,18 +82,21 @@ def evaluate(ds: Dataset, predictor, use_detector: bool = False, progress: bool 
             outside.append(f"{s.source or s.id}: {far}")
         box = landmark_box(s.landmarks)
         if not use_detector:
-            pred[i] = predictor.landmarks_in_boxes(img, box[None])[0]
+            if same:
+                pred[i] = predictor.landmarks_in_boxes(img, box[None])[0]
+            else:  # the model's own crop from the dataset's box, mapped to the model's scheme
+                own = model_box(box, ds.scheme.name, predictor.scheme.name)
+                pred[i] = convert(predictor.landmarks_in_boxes(img, own[None])[0], predictor.scheme.name,
+                                  ds.scheme.name)
             continue
         faces = predictor.predict(img)
-        if faces:
-            ious = box_iou(np.stack([f.box for f in faces]).astype(np.float32), box)
-            # Detector boxes and landmark boxes differ in convention; the face whose
-            # box overlaps the ground truth most is the one that was annotated.
-            k = int(np.argmax(ious))
-            if ious[k] > 0.2:
-                pred[i] = faces[k].landmarks
+        k = _matching(faces, box)
+        if k is not None:
+            pred[i] = faces[k].landmarks if same else convert(faces[k].landmarks, predictor.scheme.name, ds.scheme.name)
     found = ~np.isnan(pred).any(axis=(1, 2))
     out = summary(pred[found], gt[found], ds.scheme) if found.any() else {"n": 0}
+    if not same:
+        out["converted"] = f"{predictor.scheme.name} -> {ds.scheme.name}"
     out = {**out, "n_total": m, "n_missed": int((~found).sum()), "box": "detector" if use_detector else "ground truth"}
     if bad_images:
         out["unreadable_images"] = bad_images

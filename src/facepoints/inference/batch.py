@@ -111,6 +111,8 @@ def _one(item: tuple[str, list | None]) -> dict:
         text = str(e)
         return {"image": path, "error": text if text.startswith(path) else f"{path}: {text}"}
     result = ImageResult(img.shape[1], img.shape[0], _PREDICTOR.scheme.name, faces, image=path)
+    if _OPTIONS.get("to_scheme"):
+        result = result.converted(_OPTIONS["to_scheme"])
     if targets:
         png, js = targets
         result.save(js, img, png, inputs=_OPTIONS.get("inputs", ()))

@@ -21,7 +21,7 @@ from facepoints.data.images import read_image
 from facepoints.data.samples import landmark_box
 from facepoints.errors import TooLargeError
 from facepoints.inference.detectors import DEFAULT_DETECTOR, DETECTORS, get_detector
-from facepoints.models.info import ModelInfo
+from facepoints.models.info import ModelFileError, ModelInfo
 
 
 # faces per network call (bounded memory whatever an image holds), and the default limit
@@ -84,6 +84,19 @@ class ImageResult:
         out = {"image": self.image} if self.image is not None else {}
         return {**out, "width": int(self.width), "height": int(self.height), "scheme": self.scheme,
                 "faces": [f.to_dict(digits) for f in self.faces]}
+
+    def converted(self, scheme: str) -> "ImageResult":
+        """The same faces with landmarks in another scheme (:func:`facepoints.data.convert.convert`;
+        per-point trust is dropped, since it belongs to the source points)."""
+        import dataclasses
+
+        from facepoints.data.convert import convert
+
+        if scheme == self.scheme:
+            return self
+        faces = [dataclasses.replace(f, landmarks=convert(f.landmarks, self.scheme, scheme), error_radius=None,
+                                     visible=None) for f in self.faces]
+        return ImageResult(self.width, self.height, scheme, faces, self.image)
 
     def draw(self, image: np.ndarray) -> np.ndarray:
         """``image`` (RGB) with every face's landmarks drawn (hidden points hollow)."""
@@ -240,8 +253,16 @@ class Predictor:
         calibration = self._calibrations.get(name)
         if calibration is None:
             recorded = self.info.box_calibrations.get(name) if name else None
+            fitted = (self.info.recipe.get("detector_fit") or {}) if isinstance(self.info.recipe, dict) else {}
             if recorded:
                 calibration = BoxCalibration(**recorded)
+            elif name in fitted or (self.scheme.num_points != 68 and detector is None):
+                # a model with its own points: only detectors fitted to its crops (never the
+                # 68-point numbers, which would crop the wrong box)
+                why = (fitted.get(name) or {}).get("refused", "no calibration was fitted for it")
+                raise ModelFileError(f"this {self.scheme.num_points}-point model cannot use the {name!r} face detector: "
+                                     f"{why}; fit one with `facepoints calibrate-detectors`, choose another detector, "
+                                     "or pass boxes")
             elif detector is not None:
                 return detector.to_landmark_box(boxes)
             elif name not in DETECTORS:

@@ -588,7 +588,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
                      crop_scale=m.crop_scale, training_data=cfg.note or "; ".join(s.spec for s in cfg.data.train),
                      recipe={"config": cfg.model_dump(), "model_kwargs": arch.kwargs, "world_size": world,
                              "inference": cfg.inference.model_dump()},
-                     network=asdict(arch), box_calibrations=calibration_record())
+                     network=asdict(arch),
+                     # the built-in detector calibrations are for the 68 iBUG points; other schemes
+                     # get theirs fitted after training (facepoints.deploy.detector_fit)
+                     box_calibrations=calibration_record() if scheme.num_points == 68 else {})
     transform = build_transform(cfg.augment, m.input_size, train=True)
     crops = CropDataset(data.train, transform, scheme, m.input_size, data.train_visible)
     for epoch in range(start_epoch, oc.epochs):
