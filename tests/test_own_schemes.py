@@ -90,3 +90,21 @@ def test_a_five_point_model_gets_its_own_detector_fit_or_a_refusal(tmp_path):
     assert fits[0].matched == 7 and fits[0].calibration.sw < 0.7  # the five points span about half a detector box
     faces_found = facepoints.load(tmp_path / "fit.safetensors", detector="yunet").predict(EXAMPLES / "biden.jpg")
     assert len(faces_found) == 1 and faces_found[0].landmarks.shape == (5, 2)
+
+
+def test_train_own_data_without_a_yaml_and_the_template_it_prints(tmp_path):
+    from facepoints.training.config import load_config
+    from helpers import write_300w_folder
+
+    faces = write_300w_folder(tmp_path / "faces", n=8)
+    r = CliRunner().invoke(app, ["train", "--print-config", "--data", f"300w:{faces}", "--epochs", "12"])
+    assert r.exit_code == 0 and "init_from: default" in r.stdout and "epochs: 12" in r.stdout
+    (tmp_path / "t.yaml").write_text(r.stdout)
+    cfg = load_config(tmp_path / "t.yaml")
+    assert cfg.model.init_from == "default" and cfg.optim.epochs == 12 and cfg.data.train[0].spec == f"300w:{faces}"
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "--data", f"300w:{faces}", "--epochs", "1", "--output", str(out),
+                                 "--set", "model.input_size=64", "--set", "optim.batch_size=4", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert (out / "best.safetensors").is_file() and (out / "train.yaml").is_file()
+    assert CliRunner().invoke(app, ["train", str(tmp_path / "t.yaml"), "--data", "300w:x"]).exit_code == 2

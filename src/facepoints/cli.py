@@ -253,7 +253,12 @@ def evaluate(
 
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="training config YAML (see configs/)"),
+    config: Optional[Path] = typer.Argument(None, help="training config YAML (see configs/); or give --data"),
+    data: Optional[list[str]] = typer.Option(None, "--data", help="train on this FORMAT:PATH dataset (repeatable) "
+                                             "without a YAML: the own-data template (--print-config shows it), "
+                                             "fine-tuned from the bundled default's trunk"),
+    print_config: bool = typer.Option(False, "--print-config", help="print the own-data template (with --data's "
+                                      "sources) as a commented YAML to start from, and stop"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUTPUT/last.pt"),
     output: Optional[str] = typer.Option(None, help="override the config's output folder"),
     epochs: Optional[int] = typer.Option(None, help="override optim.epochs"),
@@ -262,8 +267,25 @@ def train(
     detector_fit: bool = typer.Option(True, "--detector-fit/--no-detector-fit", help="for a scheme other than the 68 "
                                       "iBUG points: fit the face detectors to the model's crops at the end"),
 ):
-    """Train a landmark model from a YAML config; writes OUTPUT/best.safetensors."""
+    """Train a landmark model from a YAML config (or --data without one); writes OUTPUT/best.safetensors."""
+    from facepoints.training.config import own_data_config
+
+    if print_config:
+        typer.echo(own_data_config(list(data or []), epochs or 30, output), nl=False)
+        return
+    if config is not None and data:
+        fail("give a config or --data, not both (put the sources in the config's data.train)")
+    if config is None and not data:
+        fail("give a training config (CONFIG.yaml) or --data FORMAT:PATH")
     needs_training_install("train")
+    if config is None:  # the template, written beside the output so the run can be resumed and inspected
+        out_dir = Path(output or "runs/mine")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config = out_dir / "train.yaml"
+        if not config.exists():
+            config.write_text(own_data_config([_abs_spec(d) for d in data], epochs or 30, str(out_dir.resolve())))
+        output = None
+        epochs = None
     from facepoints.training.config import ConfigError, load_config
     from facepoints.training.loop import train as run
 
@@ -286,6 +308,11 @@ def train(
     if read_info(best).landmark_scheme.num_points != 68 and detector_fit:
         _fit_detectors(cfg, best)
     typer.echo(f"best model: {best}")
+
+
+def _abs_spec(spec: str) -> str:
+    fmt, sep, path = spec.partition(":")
+    return f"{fmt}:{Path(path).resolve()}" if sep else spec
 
 
 def _fit_detectors(cfg, model_path: Path, detectors=("yunet", "blazeface")) -> None:

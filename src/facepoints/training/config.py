@@ -437,3 +437,37 @@ def config_reference() -> str:
         lines.append("")
         todo += nested
     return "\n".join(lines).rstrip() + "\n"
+
+
+OWN_DATA_TEMPLATE = """\
+# A config for your own data (facepoints train --print-config writes this; every key:
+# docs/config-reference.md). Paths are relative to this file.
+name: mine
+output: runs/mine
+data:
+  train:                      # FORMAT:PATH sources (300w:, csv:, json:, wflw:, cuhk5:, ...), any number of points
+{sources}
+  val_fraction: 0.1           # held out by group (a photo, a person) for validation
+model:
+  backbone: mobilenet_v2
+  head: pip                   # Pixel-in-Pixel: the bundled models' head
+  init_from: default          # the bundled default's trunk (its head is replaced when the points differ)
+  input_size: 128
+  crop_scale: 1.25
+loss: {{name: l1}}
+optim:
+  lr: 0.0005
+  batch_size: 32
+  epochs: {epochs}
+  warmup_epochs: 0.5
+augment:
+  occlusion: 0.0              # synthetic occluders on this share of the crops
+"""
+
+
+def own_data_config(sources: list[str], epochs: int = 30, output: str | None = None) -> str:
+    """The YAML of :data:`OWN_DATA_TEMPLATE` for ``sources`` (what ``facepoints train
+    --data SPEC`` trains with and ``--print-config`` prints)."""
+    text = OWN_DATA_TEMPLATE.format(sources="\n".join(f"    - \"{s}\"" for s in sources) or "    - \"300w:my-faces/\"",
+                                    epochs=int(epochs))
+    return text if output is None else text.replace("output: runs/mine", f"output: {output}")
