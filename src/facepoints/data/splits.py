@@ -78,6 +78,9 @@ def split_sources(d, seed: int) -> Splits:
         for s in ds.samples:
             s.attributes["source"] = spec
         val.extend(ds.samples)
+    if getattr(d, "val_subset", None) is not None and d.val_subset < len(val):
+        keep = np.random.default_rng([seed, 0x5A1]).choice(len(val), d.val_subset, replace=False)
+        val = [val[i] for i in sorted(keep)]
     if d.subset is not None and d.subset < len(train):
         keep = np.random.default_rng(seed).choice(len(train), d.subset, replace=False)
         keep.sort()

@@ -71,6 +71,8 @@ class DataConfig(_Strict):
                                 "their balanced mean) apart from val_nme_io, which they do not enter")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="held out by group (person, photo)")
     subset: int | None = Field(None, ge=1, description="use at most this many training samples")
+    val_subset: int | None = Field(None, ge=1, description="validate on at most this many held-out samples "
+                                   "(drawn with the seed; the same ones every epoch)")
     scheme: str | None = None
     skip_missing: bool = False
     skip_bad_images: bool = Field(False, description="leave out (and count) images that cannot be decoded")
@@ -196,6 +198,9 @@ class TrainConfig(_Strict):
     amp: bool = Field(True, description="bfloat16 autocast on CUDA (ignored on the CPU)")
     channels_last: bool = Field(True, description="channels-last memory format on CUDA")
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke tests)")
+    checkpoint_minutes: float | None = Field(10.0, ge=0, description="also write last.pt inside an epoch every this "
+                                             "many minutes (atomic; --resume goes on from that batch with the same "
+                                             "random state, bit-identical); 0: after every step; None: epoch ends only")
     note: str = Field("", description="training-data note stored in the model file")
 
     @model_validator(mode="after")

@@ -49,7 +49,8 @@ from facepoints.training.config import TrainConfig, resolve_paths
 log = logging.getLogger("facepoints.training")
 
 # config keys a resumed run may change: where it writes, how it runs, not what it learns
-RESUMABLE_KEYS = ("output", "threads", "device", "amp", "channels_last", "max_steps", "note", "name", "data.cache_dir")
+RESUMABLE_KEYS = ("output", "threads", "device", "amp", "channels_last", "max_steps", "note", "name", "data.cache_dir",
+                  "checkpoint_minutes", "data.val_subset")
 
 
 class ResumeError(FacepointsError, ValueError):
@@ -461,16 +462,18 @@ def check_resume(cfg: TrainConfig, ckpt: dict, out: Path) -> None:
 
 def train_one_epoch(net, model: LandmarkNet, data: CropDataset, order: np.ndarray, opt, sched, loss_fn, cfg: TrainConfig,
                     device, step: int, rank: int = 0, world: int = 1, teacher=None, ema=None, progress: bool = False,
-                    desc: str = "") -> tuple[float, int, int]:
+                    desc: str = "", start: int = 0, running: float = 0.0, seen: int = 0,
+                    checkpoint=None) -> tuple[float, int, int]:
     """One pass over ``order`` (indices into ``data``) in global batches of
-    ``batch_size * world`` (this rank takes its share). Returns ``(mean loss, faces
-    seen, step)``; stops early at ``cfg.max_steps``."""
+    ``batch_size * world`` (this rank takes its share), from batch ``start`` (a run
+    resumed mid-epoch, with the loss sum and count so far). Returns ``(mean loss, faces
+    seen, step)``; stops early at ``cfg.max_steps``. ``checkpoint(batches_done, running,
+    seen)`` is called after each step (it decides whether to write)."""
     on_gpu = device.type == "cuda"
     global_batch = cfg.optim.batch_size * world
     steps = max(1, len(order) // global_batch)
     net.train()
-    running, seen = 0.0, 0
-    bar = range(steps)
+    bar = range(start, steps)
     if progress:
         from tqdm import tqdm
 
@@ -508,7 +511,28 @@ def train_one_epoch(net, model: LandmarkNet, data: CropDataset, order: np.ndarra
             bar.set_postfix(loss=f"{running / seen:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
         if cfg.max_steps and step >= cfg.max_steps:
             break
+        if checkpoint is not None and b + 1 < steps:
+            checkpoint(b + 1, running, seen, step)
     return running / max(seen, 1), seen, step
+
+
+def rng_states(transform) -> list:
+    """The random state of an Albumentations pipeline and of every op in it (each has its
+    own generators), in a fixed order: what a mid-epoch checkpoint keeps."""
+    out = [(transform.random_generator.bit_generator.state, transform.py_random.getstate())]
+    for t in getattr(transform, "transforms", []):
+        out += rng_states(t)
+    return out
+
+
+def set_rng_states(transform, states: list) -> list:
+    """Restore :func:`rng_states`; returns what was not used (for the recursion)."""
+    (np_state, py_state), rest = states[0], states[1:]
+    transform.random_generator.bit_generator.state = np_state
+    transform.py_random.setstate(tuple(py_state[:1]) + (tuple(py_state[1]),) + tuple(py_state[2:]))
+    for t in getattr(transform, "transforms", []):
+        rest = set_rng_states(t, rest)
+    return rest
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits: Splits | None = None) -> Path:
@@ -561,13 +585,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, oc.schedule))
 
     start_epoch, step, best = 0, 0, float("inf")
+    mid = None  # a checkpoint written inside an epoch: where in it to go on
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start_epoch, step, best = ck["epoch"], ck["step"], ck["best"]
+        mid = ck.get("mid_epoch")
         if lead:
-            log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
+            where = f", batch {mid['batches']}" if mid else ""
+            log.info("resumed from %s at epoch %d%s", ckpt_path, start_epoch + (1 if mid else 0), where)
     model.to(device)
     if device.type == "cuda" and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -594,23 +621,54 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
                      box_calibrations=calibration_record() if scheme.num_points == 68 else {})
     transform = build_transform(cfg.augment, m.input_size, train=True)
     crops = CropDataset(data.train, transform, scheme, m.input_size, data.train_visible)
+    last_save = [time.time()]
+
+    def state_now(epoch_done: int) -> dict:
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "epoch": epoch_done, "step": step, "best": best, "config": cfg.model_dump(),
+                 "architecture": asdict(arch), "data": fingerprint}
+        if ema is not None:
+            state["ema"] = ema.state_dict()
+        return state
+
     for epoch in range(start_epoch, oc.epochs):
         seed = cfg.seed * 100_003 + epoch
         torch.manual_seed(seed + rank)
         transform.set_random_seed(seed * 1_000 + rank)
         order = np.random.default_rng(seed).permutation(index)
         t_epoch = time.time()
+        begin, running0, seen0 = 0, 0.0, 0
+        if mid is not None:  # go on inside the epoch, with the random state it had there
+            begin, running0, seen0 = mid["batches"], mid["running"], mid["seen"]
+            torch.set_rng_state(mid["torch_rng"])
+            set_rng_states(transform, mid["augment_rng"])
+            mid = None
+
+        def checkpoint(batches: int, running: float, seen: int, step_now: int, epoch=epoch) -> None:
+            every = cfg.checkpoint_minutes
+            if not lead or every is None or time.time() - last_save[0] < every * 60:
+                return
+            state = state_now(epoch)
+            state["step"] = step_now
+            state["mid_epoch"] = {"batches": batches, "running": running, "seen": seen,
+                                  "torch_rng": torch.get_rng_state(), "augment_rng": rng_states(transform)}
+            save_checkpoint(state, ckpt_path)
+            last_save[0] = time.time()
+
         loss, seen, step = train_one_epoch(net, model, crops, order, opt, sched, loss_fn, cfg, device, step, rank, world,
-                                           teacher, ema, progress, desc=f"epoch {epoch + 1}/{oc.epochs}")
+                                           teacher, ema, progress, desc=f"epoch {epoch + 1}/{oc.epochs}", start=begin,
+                                           running=running0, seen=seen0, checkpoint=checkpoint if world == 1 else None)
         train_time = time.time() - t_epoch
         if lead:
+            t_val = time.time()
             metrics = validate(final(), data.val, scheme, m.input_size, data.val_sources, data.val_yaws)
             metrics.update(validate_pose(final(), data.pose, scheme, m.input_size))
             if final().has_trust and len(data.val):
                 info.trust, trust_metrics = validate_trust(final(), data, scheme, m.input_size)
                 metrics.update(trust_metrics)
+            val_time = time.time() - t_val
             rec = {"epoch": epoch + 1, "step": step, "loss": loss, "lr": sched.get_last_lr()[0],
-                   "train_seconds": round(train_time, 1),
+                   "train_seconds": round(train_time, 1), "val_seconds": round(val_time, 1),
                    "images_per_second": round(seen * world / max(train_time, 1e-9), 1), **metrics}
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -619,7 +677,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
                 msg += f" val NME(io) {metrics['val_nme_io']:.2f}% FR10 {metrics['val_fr10']:.1f}%"
             for key in (k for k in metrics if k.startswith("pose_nme_box[") and k.endswith(" balanced]")):
                 msg += f" {key[len('pose_nme_box['):-len(' balanced]')]} balanced NME(box) {metrics[key]:.2f}%"
-            log.info("%s [%.0fs, %s img/s]", msg, train_time, rec["images_per_second"])
+            log.info("%s [train %.0fs, %s img/s; validation %.0fs]", msg, train_time, rec["images_per_second"], val_time)
             score = metrics.get("val_nme_io", loss)
             if not math.isfinite(score):
                 raise TrainingError(f"epoch {epoch + 1}: validation NME is {score} (not finite): the weights are damaged; "
@@ -628,12 +686,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
             if score < best:
                 best = score
                 save_model(final(), info, out / "best.safetensors")
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "epoch": epoch + 1, "step": step, "best": best, "config": cfg.model_dump(),
-                     "architecture": asdict(arch), "data": fingerprint}
-            if ema is not None:
-                state["ema"] = ema.state_dict()
-            save_checkpoint(state, ckpt_path)
+            save_checkpoint(state_now(epoch + 1), ckpt_path)
+            last_save[0] = time.time()
         if cfg.max_steps and step >= cfg.max_steps:
             break
     if world > 1:
