@@ -3,7 +3,6 @@ in input order, resumable; a kill -9 midway loses nothing written and duplicates
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

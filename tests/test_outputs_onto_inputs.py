@@ -5,7 +5,6 @@ import json
 import shutil
 
 import cv2
-import numpy as np
 from typer.testing import CliRunner
 
 from conftest import EXAMPLES

@@ -378,13 +378,10 @@ def augment_preview(
 
     from facepoints.data.augment import apply, build_transform, contact_sheet
     from facepoints.data.crop_cache import build_cache
-    from facepoints.training.config import ConfigError, load_config
+    from facepoints.training.config import load_config
     from facepoints.training.loop import make_splits
 
-    try:
-        cfg = load_config(config)
-    except ConfigError as e:
-        fail(str(e))
+    cfg = load_config(config)  # a ConfigError is one error: line (the command group catches it)
     splits = make_splits(cfg)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(splits.train), min(faces, len(splits.train)), replace=False)
@@ -420,17 +417,14 @@ def profile_faces(
     import json as _json
 
     from facepoints.data.profiling import write_profiled
-    from facepoints.training.config import ConfigError, load_config
+    from facepoints.training.config import load_config
     from facepoints.training.loop import make_splits
 
     if low > high:
         fail(f"--low {low} is above --high {high}")
     if out.exists() and any(out.iterdir()):
         fail(f"{out}: exists and is not empty; choose a new folder")
-    try:
-        cfg = load_config(config)
-    except ConfigError as e:
-        fail(str(e))
+    cfg = load_config(config)  # a ConfigError is one error: line (the command group catches it)
     splits = make_splits(cfg)
     picked = [i for i, s in enumerate(splits.train.samples)
               if not source or any(t in s.attributes["source"] for t in source)]
