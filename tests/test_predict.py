@@ -79,10 +79,13 @@ def test_faces_serialise_rounded_only_in_to_dict():
     face = facepoints.load().predict(read_image(PHOTOS[0]))[0]
     assert face.landmarks.dtype == np.float32 and not np.allclose(face.landmarks, face.landmarks.round(2))
     d = face.to_dict()
-    # the bundled model has no trust branch yet: its faces carry a head pose, no trust keys
-    assert json.loads(json.dumps(d)) == d and set(d) == {"box", "score", "landmarks", "pose"}
+    # the bundled default has trust outputs: a radius and a visibility per point, a quality, and a head pose
+    assert json.loads(json.dumps(d)) == d
+    assert set(d) == {"box", "score", "landmarks", "error_radius", "visible", "quality", "pose"}
     assert d["landmarks"][0] == [round(float(v), 2) for v in face.landmarks[0]]
     assert d["pose"] == {k: round(float(v), 1) for k, v in face.pose.items()} and abs(d["pose"]["yaw"]) < 45
+    assert d["error_radius"] == [round(float(r), 2) for r in face.error_radius] and min(d["error_radius"]) > 0
+    assert all(0 <= v <= 1 for v in d["visible"]) and 0 < d["quality"] < 1
 
 
 @pytest.mark.parametrize("box, why", [([[0, 0, float("nan"), 10]], "not finite"), ([[0, 0, float("inf"), 9]], "not finite"),

@@ -182,7 +182,7 @@ def predict(
         batch._PREDICTOR, batch._OPTIONS = predictor, options
     try:
         report = batch.run_batch(files, options, sink, workers=n_workers, targets=targets, done=done, progress=show,
-                                 preloaded=n_workers == 1)
+                                 preloaded=n_workers == 1, factory=facepoints.load)
     finally:
         if sink_file is not None:
             sink_file.close()

@@ -88,13 +88,13 @@ def done_images(jsonl: Path) -> set[str]:
     return done
 
 
-def _init_worker(options: dict) -> None:
+def _init_worker(factory, options: dict) -> None:
+    """A worker's own predictor: ``factory(model, detector=..., threads=1, ...)`` (the CLI
+    passes ``facepoints.load``; this layer does not import the package's top)."""
     global _PREDICTOR, _OPTIONS
-    import facepoints
-
     _OPTIONS = options
-    _PREDICTOR = facepoints.load(options.get("model"), detector=options.get("detector", "auto"), threads=1,
-                                 **{k: v for k, v in options.items() if k in ("flip", "refine", "detect_size")})
+    _PREDICTOR = factory(options.get("model"), detector=options.get("detector", "auto"), threads=1,
+                         **{k: v for k, v in options.items() if k in ("flip", "refine", "detect_size")})
 
 
 def _one(item: tuple[str, list | None]) -> dict:
@@ -128,9 +128,10 @@ class BatchReport:
 
 
 def run_batch(files: list[Path], options: dict, sink, workers: int = 1, targets: dict | None = None,
-              done: set[str] | None = None, progress: bool = False, preloaded: bool = False) -> BatchReport:
-    """Every file through the predictor ``options`` describe (``facepoints.load``'s
-    arguments), ``workers`` processes, records handed to ``sink(record)`` in input order;
+              done: set[str] | None = None, progress: bool = False, preloaded: bool = False,
+              factory=None) -> BatchReport:
+    """Every file through the predictor ``factory(**options)`` makes (``facepoints.load``
+    and its arguments), ``workers`` processes, records handed to ``sink(record)`` in input order;
     files in ``done`` are skipped. ``preloaded``: with one worker, use the predictor the
     caller put in ``_PREDICTOR``."""
     todo = [f for f in files if str(f) not in (done or set())]
@@ -143,13 +144,13 @@ def run_batch(files: list[Path], options: dict, sink, workers: int = 1, targets:
         bar = tqdm(total=len(items), unit="img", desc="predict", smoothing=0.05)
     if workers <= 1:
         if not preloaded:
-            _init_worker(options)
+            _init_worker(factory, options)
         results = map(_one, items)
         pool = None
     else:
         import multiprocessing as mp
 
-        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(options,))
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(factory, options))
         results = pool.imap(_one, items, chunksize=4)
     try:
         for rec in results:
