@@ -46,6 +46,7 @@ import numpy as np
 from facepoints.data.crops import box_iou
 from facepoints.data.samples import landmark_box
 from facepoints.data.video import VideoError, read_video  # noqa: F401  (the tracker's input, re-exported)
+from facepoints.inference.predictor import face_pose
 
 # Defaults chosen with benchmarks/tracking.py (still and slowly moving faces, 30 fps).
 MIN_CUTOFF = 0.5  # Hz
@@ -144,13 +145,17 @@ class TrackedFace:
     landmarks: np.ndarray
     raw: np.ndarray
     detected: bool  # this frame's landmarks came from a detection
+    pose: dict | None = None  # head yaw, pitch, roll from the landmarks (68-point models), as Face.pose
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "track_id": self.track_id,
             "box": [round(float(v), 2) for v in self.box],
             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
         }
+        if self.pose is not None:
+            out["pose"] = {k: round(float(v), 1) for k, v in self.pose.items()}
+        return out
 
 
 @dataclass
@@ -298,7 +303,8 @@ class Tracker:
                 t.points = t.filter(t.raw, scale=max(_size(t.box), 1.0)).astype(np.float32)
             else:
                 t.points = t.raw
-            out.append(TrackedFace(t.id, landmark_box(t.points), t.points, t.raw, t.id in from_detection))
+            out.append(TrackedFace(t.id, landmark_box(t.points), t.points, t.raw, t.id in from_detection,
+                                   face_pose(t.points)))
         return out
 
 
