@@ -189,6 +189,52 @@ def mediapipe_rows(mp, samples, images, boxes, gt) -> list[str]:
 FAST = "fast model (--fast-model)"
 
 
+def pose_section(args, dlib, mp) -> list[str]:
+    """The AFLW2000-3D protocol (ground-truth boxes; MediaPipe on the whole image, on the
+    faces it finds) for every method, on ``--pose-set``."""
+    from facepoints.data.formats import read_dataset
+    from facepoints.evaluation.metrics import POSE_BUCKETS, pose_protocol
+
+    ds = read_dataset(f"300w:{args.pose_set}")
+    samples = ds.samples[: args.limit] if args.limit else ds.samples
+    gt = np.stack([s.landmarks for s in samples])
+    yaws = np.array([s.attributes["yaw"] for s in samples])
+    images = [read_image(s.image) for s in samples]
+    boxes = [landmark_box(s.landmarks) for s in samples]
+    heads = " | ".join(f"{lo:.0f}-{hi:.0f}" for lo, hi in POSE_BUCKETS)
+    lines = [f"\n### Large poses: {args.pose_set} (AFLW2000-3D protocol: NME by the landmark box, %)\n",
+             f"| method | faces | {heads} | balanced |", "|---|---:|" + "---:|" * (len(POSE_BUCKETS) + 1)]
+
+    def add(name, pred):
+        e = nme(pred, gt, IBUG68, "box")
+        found = np.isfinite(e)
+        p = pose_protocol(e, yaws)
+        cells = " | ".join(f"{p[f'{lo:.0f}-{hi:.0f}']:.2f}" if f"{lo:.0f}-{hi:.0f}" in p else "-"
+                           for lo, hi in POSE_BUCKETS)
+        counts = "/".join(str(p[f"n {lo:.0f}-{hi:.0f}"]) for lo, hi in POSE_BUCKETS)
+        faces = f"{found.sum()}" if found.all() else f"{found.sum()} of {len(e)} (found per bucket {counts})"
+        lines.append(f"| {name} | {faces} | {cells} | {p.get('balanced', float('nan')):.2f} |")
+
+    runs = [("facepoints default (GT box)", args.model)]
+    if args.fast_model:
+        runs.append((f"{FAST} (GT box)", args.fast_model))
+    for name, model_file in runs:
+        p = facepoints.load(model_file, detector=None, threads=1, flip=False, refine=0)
+        add(name, np.stack([p.landmarks_in_boxes(img, b[None])[0] for img, b in zip(images, boxes)]))
+    if dlib is not None:
+        add("dlib 68-point ERT (GT-derived box)", np.stack([dlib(img, b, own_detector=False)
+                                                            for img, b in zip(images, boxes)]))
+    if mp is not None:
+        pred = np.full(gt.shape, np.nan)
+        for i, (s, b) in enumerate(zip(samples, boxes)):
+            r = mp(s.image, b)
+            if r["ibug68"] is not None:
+                pred[i] = r["ibug68"]
+        add("MediaPipe Face Mesh, 468 -> 68 mapped (whole image, on the faces it finds)", pred)
+    print("\n".join(lines), flush=True)
+    return lines
+
+
 def pipeline(p) -> str:
     """How a predictor runs the whole image, in words."""
     det = p.detector
@@ -328,6 +374,8 @@ def main():
     ap.add_argument("--no-mediapipe", action="store_true", help="leave MediaPipe out")
     ap.add_argument("--mediapipe-max-faces", type=int, default=10,
                     help="MediaPipe FaceMesh max_num_faces (all faces of an image, like the other detectors)")
+    ap.add_argument("--pose-set", default=None, help="a 300-W folder with yaw.csv (AFLW2000-3D's dev half): the "
+                    "large-pose protocol (NME by the landmark box per |yaw| bucket, balanced mean) for every method")
     args = ap.parse_args()
 
     cfg = load_config(args.config)
@@ -387,6 +435,8 @@ def main():
             lines += mediapipe_rows(mp, samples, images, boxes, gt)
         print("\n".join(lines[start:]), flush=True)
 
+    if args.pose_set:
+        lines += pose_section(args, dlib, mp)
     if args.speed_images:
         lines += speed(args, subsets[ADULT_300W][: args.speed_images], dlib, mp)
     if mp is not None:
