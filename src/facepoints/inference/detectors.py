@@ -38,7 +38,7 @@ import numpy as np
 
 from facepoints.data.calibration import DETECTOR_CALIBRATIONS, BoxCalibration
 from facepoints.data.crops import box_iou
-from facepoints.errors import MissingDependency
+from facepoints.errors import MissingDependency, UsageError
 
 __all__ = [
     "BlazeFaceDetector",
@@ -488,5 +488,5 @@ def get_detector(name: str = DEFAULT_DETECTOR, **kwargs) -> FaceDetector:
     """A detector by registry name; keyword arguments go to its constructor."""
     key = name.strip().lower()
     if key not in DETECTORS:
-        raise ValueError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+        raise UsageError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
     return DETECTORS[key](**kwargs)

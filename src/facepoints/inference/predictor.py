@@ -19,7 +19,7 @@ from facepoints.data.calibration import BoxCalibration
 from facepoints.data.crops import crop_matrix, invert, square_from_box, transform_points, warp
 from facepoints.data.images import read_image
 from facepoints.data.samples import landmark_box
-from facepoints.errors import TooLargeError
+from facepoints.errors import TooLargeError, UsageError
 from facepoints.inference.detectors import DEFAULT_DETECTOR, DETECTORS, get_detector
 from facepoints.models.info import ModelFileError, ModelInfo
 
@@ -221,7 +221,7 @@ class Predictor:
             detect_size = recommended.get("detect_size")
         if isinstance(detector, str):
             if detector.strip().lower() not in DETECTORS:  # once, here, not once per image
-                raise ValueError(f"unknown face detector {detector!r}; choose one of: {', '.join(DETECTORS)}")
+                raise UsageError(f"unknown face detector {detector!r}; choose one of: {', '.join(DETECTORS)}")
         self._detector_spec = detector
         self.detect_size = detect_size
         self.detector_threads = detector_threads
@@ -266,7 +266,7 @@ class Predictor:
             elif detector is not None:
                 return detector.to_landmark_box(boxes)
             elif name not in DETECTORS:
-                raise ValueError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+                raise UsageError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
             else:
                 calibration = DETECTORS[name].calibration
             self._calibrations[name] = calibration

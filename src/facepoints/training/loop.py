@@ -315,8 +315,9 @@ def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple
                          m.init_from, start_info.head, start_trunk, m.head, (m.last_conv, m.trunk_stride))
         else:
             missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
-            # a start without the trust branch leaves it fresh; nothing else may differ
+            # a trust branch on one side only starts fresh or is left out; nothing else may differ
             missing = [k for k in missing if not k.startswith("head.trust_branch.")]
+            unexpected = [k for k in unexpected if not k.startswith("head.trust_branch.")]
             if missing or unexpected:
                 raise ModelFileError(f"{m.init_from}: its weights do not fit this network (missing {missing[:3]}, "
                                      f"unexpected {unexpected[:3]})")
