@@ -104,3 +104,19 @@ def test_pts_files_in_any_letter_case_are_read(tmp_path):
     (data / "face001_1.pts").rename(data / "face001_1.PTS")
     (data / "face002_1.pts").rename(data / "face002_1.Pts")
     assert len(read_dataset(f"300w:{data}")) == 3
+
+
+def test_track_writes_a_browser_playable_webm_and_says_when_mp4_cannot_be_h264(tmp_path):
+    from facepoints.data.video import open_video_writer
+
+    video = _video(tmp_path / "v.mp4")
+    r = runner.invoke(app, ["track", str(video), "--out", str(tmp_path / "o.webm")])
+    assert r.exit_code == 0 and _frames(tmp_path / "o.webm") == 6
+    cap = cv2.VideoCapture(str(tmp_path / "o.webm"))
+    fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode(errors="replace").upper()
+    assert fourcc.startswith("VP"), fourcc  # VP9 (or VP8): what browsers play in WebM
+    writer, codec = open_video_writer(tmp_path / "probe.mp4", 10, (32, 32))
+    writer.release()
+    r = runner.invoke(app, ["track", str(video), "--out", str(tmp_path / "o.mp4")])
+    assert r.exit_code == 0 and _frames(tmp_path / "o.mp4") == 6
+    assert ("no H.264 encoder" in r.output) == (codec != "avc1")

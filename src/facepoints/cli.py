@@ -821,6 +821,7 @@ def track(
     import cv2
 
     from facepoints.data.outputs import guard_output, replace_from, temp_beside
+    from facepoints.data.video import open_video_writer
     from facepoints.inference.tracking import Tracker, VideoError, draw_tracks, read_video
     from facepoints.models.info import ModelFileError
 
@@ -847,10 +848,13 @@ def track(
             if out:
                 if writer is None:
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                             (frame.shape[1], frame.shape[0]))
-                    if not writer.isOpened():
-                        fail(f"{out}: cannot write a video there (OpenCV's mp4v writer refused it)")
+                    writer, codec = open_video_writer(tmp_video, fps, (frame.shape[1], frame.shape[0]))
+                    if writer is None:
+                        fail(f"{out}: cannot write a video there (no OpenCV encoder accepted it)")
+                    if codec == "mp4v":
+                        typer.echo(f"note: {out}: this OpenCV has no H.264 encoder, so the MP4 is MPEG-4 Part 2 "
+                                   "(mp4v), which browsers do not play; --out NAME.webm writes VP9, which they do",
+                                   err=True)
                 drawn = draw_tracks(frame, faces, predictor.scheme)
                 writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
     except BaseException:

@@ -50,3 +50,27 @@ def read_video(path) -> tuple[float, Iterator[np.ndarray]]:
             cap.release()
 
     return fps, frames()
+
+
+# by the output's suffix: the codecs to try, best first (H.264 plays in every browser,
+# VP9 / VP8 in WebM in all current ones; mp4v is the fallback OpenCV always has)
+VIDEO_CODECS = {".mp4": ("avc1", "mp4v"), ".m4v": ("avc1", "mp4v"), ".mov": ("avc1", "mp4v"),
+                ".webm": ("VP90", "VP80"), ".avi": ("MJPG",), ".mkv": ("avc1", "VP90", "mp4v")}
+
+
+def open_video_writer(path, fps: float, size: tuple[int, int]):
+    """``(cv2.VideoWriter, codec)`` for ``path`` with the first codec OpenCV accepts
+    (:data:`VIDEO_CODECS`; mp4v for other suffixes), or ``(None, None)``."""
+    import os
+    from pathlib import Path as _Path
+
+    import cv2
+
+    # OpenCV's FFmpeg backend prints a line for every codec it refuses; those are expected here
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    for codec in VIDEO_CODECS.get(_Path(path).suffix.lower(), ("mp4v",)):
+        w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), tuple(int(v) for v in size))
+        if w.isOpened():
+            return w, codec
+        w.release()
+    return None, None
