@@ -108,3 +108,27 @@ def test_train_own_data_without_a_yaml_and_the_template_it_prints(tmp_path):
     assert r.exit_code == 0, r.output
     assert (out / "best.safetensors").is_file() and (out / "train.yaml").is_file()
     assert CliRunner().invoke(app, ["train", str(tmp_path / "t.yaml"), "--data", "300w:x"]).exit_code == 2
+
+
+def test_a_five_point_run_starts_from_the_default_trunk(tmp_path):
+    import torch
+
+    from facepoints.models.package import load_model
+    from facepoints.training.config import load_config
+    from facepoints.training.loop import train
+    from helpers import write_300w_folder
+
+    faces68 = write_300w_folder(tmp_path / "f68", n=6)
+    faces5 = tmp_path / "f5"
+    faces5.mkdir()
+    for s in read_dataset(f"300w:{faces68}").samples:
+        (faces5 / s.image.name).write_bytes(s.image.read_bytes())
+        write_pts(convert(s.landmarks, 68, "five"), faces5 / (s.image.stem + ".pts"))
+    path = _five_point_run(tmp_path, faces5)
+    cfg = load_config(path, {"model.backbone": "mobilenet_v2", "model.head": "pip", "model.init_from": "default",
+                             "model.input_size": 64, "max_steps": 1, "optim.lr": 1e-12, "optim.weight_decay": 0.0})
+    model, info = load_model(train(cfg, progress=False))
+    bundled, _ = load_model("default")
+    assert info.landmark_scheme.num_points == 5
+    a = dict(model.trunk.named_parameters())["0.0.weight"]
+    assert torch.allclose(a, dict(bundled.trunk.named_parameters())["0.0.weight"], atol=1e-6)

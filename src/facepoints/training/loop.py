@@ -297,9 +297,10 @@ def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple
         start, start_info = load_model(m.init_from)
         start_kw = start_info.architecture().kwargs
         start_trunk = (start_kw.get("last_conv", True), start_kw.get("trunk_stride", 32))
-        fresh_head = start_info.head != m.head or len(start.trunk) != len(model.trunk)  # another head, or trunk end
-        if start_info.backbone != m.backbone or (not fresh_head
-                                                 and start_info.landmark_scheme.num_points != data.scheme.num_points):
+        # another head, another trunk end, or other points (a 68-point start for a 5-point run): its trunk only
+        fresh_head = (start_info.head != m.head or len(start.trunk) != len(model.trunk)
+                      or start_info.landmark_scheme.num_points != data.scheme.num_points)
+        if start_info.backbone != m.backbone:
             raise ModelFileError(f"{m.init_from}: a {start_info.backbone}/{start_info.head} model with "
                                  f"{start_info.landmark_scheme.num_points} points cannot start a "
                                  f"{m.backbone}/{m.head} run with {data.scheme.num_points}")
