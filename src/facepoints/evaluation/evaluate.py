@@ -33,12 +33,15 @@ def labels_outside(points: np.ndarray, width: int, height: int, margin: float = 
             f"({x:.6g}, {y:.6g}); they are scored as labelled (see facepoints clean)")
 
 
-def _matching(faces, box) -> int | None:
-    """The face whose detector box overlaps the ground-truth box most (over 0.2): the one
-    that was annotated (detector and landmark boxes differ in convention)."""
+def _matching(faces, box, convert_to=None) -> int | None:
+    """The face that was annotated: the one whose predicted landmarks' tight box (in the
+    dataset's scheme, through ``convert_to(points)``) overlaps the ground-truth landmark
+    box most, over 0.2. Both boxes follow the same convention whatever the scheme (a
+    detector box against a 5-point box would overlap by less than that on a right match)."""
     if not faces:
         return None
-    ious = box_iou(np.stack([f.box for f in faces]).astype(np.float32), np.asarray(box, np.float32))
+    pts = [f.landmarks if convert_to is None else convert_to(f.landmarks) for f in faces]
+    ious = box_iou(np.stack([landmark_box(p) for p in pts]).astype(np.float32), np.asarray(box, np.float32))
     k = int(np.argmax(ious))
     return k if ious[k] > 0.2 else None
 
@@ -90,9 +93,10 @@ def evaluate(ds: Dataset, predictor, use_detector: bool = False, progress: bool 
                                   ds.scheme.name)
             continue
         faces = predictor.predict(img)
-        k = _matching(faces, box)
+        to_dataset = None if same else (lambda p: convert(p, predictor.scheme.name, ds.scheme.name))
+        k = _matching(faces, box, to_dataset)
         if k is not None:
-            pred[i] = faces[k].landmarks if same else convert(faces[k].landmarks, predictor.scheme.name, ds.scheme.name)
+            pred[i] = faces[k].landmarks if same else to_dataset(faces[k].landmarks)
     found = ~np.isnan(pred).any(axis=(1, 2))
     out = summary(pred[found], gt[found], ds.scheme) if found.any() else {"n": 0}
     if not same:
