@@ -154,7 +154,7 @@ def predict(
 
         if not can_convert(predictor.scheme.name, to_scheme):
             fail(f"--to-scheme {to_scheme}: no conversion from this model's {predictor.scheme.name} points")
-    targets = {f: v for f, v in _output_paths(files, out, (".png", ".json")).items()} if out else {}
+    targets = _output_paths(files, out, (".png", ".json")) if out else {}
     done: set[str] = set()
     sink_file = None
     if jsonl is not None:

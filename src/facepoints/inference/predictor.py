@@ -289,39 +289,41 @@ class Predictor:
     def landmarks_in_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Landmarks ``(K, P, 2)`` for faces whose tight landmark boxes are ``boxes``
         ``(K, 4)``; all faces of the image go through the network as one batch."""
-        return self.faces_in_boxes(image, boxes)[0]
+        return self.faces_in_boxes(image, boxes, trust=False)[0]
 
-    def faces_in_boxes(self, image: np.ndarray, boxes: np.ndarray):
+    def faces_in_boxes(self, image: np.ndarray, boxes: np.ndarray, trust: bool = True):
         """``(landmarks (K, P, 2), error_radius (K, P) px or None, visible (K, P) or None)``
-        for faces whose tight landmark boxes are ``boxes`` ``(K, 4)``, in one network batch."""
+        for faces whose tight landmark boxes are ``boxes`` ``(K, 4)``, in batches of
+        :data:`BATCH`; ``trust=False`` (refinement passes, the evaluation protocol) skips
+        the trust outputs."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         p = self.scheme.num_points
         if len(boxes) == 0:
             return np.zeros((0, p, 2), np.float32), None, None
         if len(boxes) > BATCH:  # bounded memory: the network sees at most BATCH faces at a time
-            parts = [self.faces_in_boxes(image, boxes[i:i + BATCH]) for i in range(0, len(boxes), BATCH)]
+            parts = [self.faces_in_boxes(image, boxes[i:i + BATCH], trust) for i in range(0, len(boxes), BATCH)]
             joined = [None if parts[0][j] is None else np.concatenate([q[j] for q in parts]) for j in range(3)]
             return joined[0], joined[1], joined[2]
         size, k = self.info.input_size, len(boxes)
         x, mats = self.network_input(image, boxes)
-        run_trust = getattr(self.run, "run_trust", None) if getattr(self.run, "has_trust", False) else None
-        out, trust = run_trust(x) if run_trust is not None else (self.run(x), None)
+        run_trust = getattr(self.run, "run_trust", None) if trust and getattr(self.run, "has_trust", False) else None
+        out, scores = run_trust(x) if run_trust is not None else (self.run(x), None)
         out = np.asarray(out, dtype=np.float32) * (size - 1)
         if self.flip:
             mirrored = np.stack([self.scheme.flip_landmarks(q, size) for q in out[k:]])
             out = (out[:k] + mirrored) / 2
-            if trust is not None:
-                trust = (trust[:k] + trust[k:][:, self.scheme.flip_permutation]) / 2
+            if scores is not None:
+                scores = (scores[:k] + scores[k:][:, self.scheme.flip_permutation]) / 2
         pts = np.stack([transform_points(q, invert(m)) for q, m in zip(out, mats)])
-        if trust is None:
+        if scores is None:
             return pts, None, None
         radius = None
         factors = self.info.trust.get("radius90")
         if factors is not None and len(factors) == p:
             # crop units -> crop pixels -> image pixels (a crop matrix scales by sqrt|det|)
             px = np.array([1.0 / np.sqrt(abs(np.linalg.det(np.asarray(m)[:2, :2]))) for m in mats])
-            radius = (trust[..., 0] * np.asarray(factors, np.float32) * (size - 1) * px[:, None]).astype(np.float32)
-        return pts, radius, trust[..., 1].astype(np.float32)
+            radius = (scores[..., 0] * np.asarray(factors, np.float32) * (size - 1) * px[:, None]).astype(np.float32)
+        return pts, radius, scores[..., 1].astype(np.float32)
 
     def _faces(self, boxes, scores, image, tight) -> list[Face]:
         """Faces from their final tight boxes: landmarks, trust and pose."""

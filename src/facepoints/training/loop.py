@@ -126,12 +126,14 @@ def yaw_buckets(samples, scheme) -> list[str]:
 
 
 def validate(model, cache: CropCache, scheme, input_size: int, sources: list[str],
-             yaws: list[str] | None = None) -> dict:
+             yaws: list[str] | None = None, pred: np.ndarray | None = None) -> dict:
     """NME (inter-ocular, %) and FR@0.1 on the validation crops: overall, per source
-    (``val_nme_io[300w:afw]``) and per |yaw| bucket (``val_nme_io[yaw 15-30]``)."""
+    (``val_nme_io[300w:afw]``) and per |yaw| bucket (``val_nme_io[yaw 15-30]``).
+    ``pred``: the model's landmarks on these crops, when already computed."""
     if len(cache) == 0:
         return {}
-    pred = predict_crops(model, cache.images, input_size)
+    if pred is None:
+        pred = predict_crops(model, cache.images, input_size)
     err = nme(pred, cache.points, scheme, "io")
     out = {"val_nme_io": float(err.mean() * 100), "val_fr10": float((err > 0.1).mean() * 100)}
     src = np.array(sources)
@@ -157,24 +159,28 @@ def data_fingerprint(data: "TrainData") -> dict:
     return {"train": len(data.train), "val": len(data.val), "sha256": h.hexdigest()[:24]}
 
 
-def validate_trust(model, data: "TrainData", scheme, input_size: int) -> tuple[dict, dict]:
+def trust_passes(model, data: "TrainData", input_size: int) -> list:
+    """A trust model's (landmarks, scale, visibility) on the validation crops, then on each
+    ``data.pose_val`` set's."""
+    from facepoints.training.trust import trust_outputs
+
+    return [trust_outputs(model, c.images, input_size) for c in [data.val, *(c for _, c, _ in data.pose)]]
+
+
+def validate_trust(model, data: "TrainData", scheme, input_size: int, outputs: list | None = None) -> tuple[dict, dict]:
     """For a model with a trust branch: its calibration fitted on the validation crops
     (:func:`facepoints.training.trust.fit_trust`), and how it does there and on each
     ``data.pose_val`` set (``trust_coverage[NAME]``, ``trust_rank_corr[...]``,
-    ``trust_fail_auroc[...]``, ``trust_selective_gain[...]``; see ``trust_report``)."""
-    from facepoints.training.trust import (
-        fit_trust,
-        point_errors_crop,
-        trust_outputs,
-        trust_report,
-    )
+    ``trust_fail_auroc[...]``, ``trust_selective_gain[...]``; see ``trust_report``).
+    ``outputs``: :func:`trust_passes` of the model, when already computed."""
+    from facepoints.training.trust import fit_trust, point_errors_crop, trust_report
 
-    pred, scale, vis = trust_outputs(model, data.val.images, input_size)
+    outputs = outputs or trust_passes(model, data, input_size)
+    (pred, scale, vis), *pose_outputs = outputs
     err = point_errors_crop(pred, data.val.points, input_size)
     cal = fit_trust(err, scale, f"{len(err)} validation faces of the training split")
     sets = [("val", data.val, pred, scale, vis, err)]
-    for name, cache, _ in data.pose:
-        p, sc, v = trust_outputs(model, cache.images, input_size)
+    for (name, cache, _), (p, sc, v) in zip(data.pose, pose_outputs):
         sets.append((name, cache, p, sc, v, point_errors_crop(p, cache.points, input_size)))
     metrics = {}
     for name, cache, p, sc, v, e in sets:
@@ -237,14 +243,17 @@ def load_data(cfg: TrainConfig, splits: Splits | None = None, progress: bool = F
                      yaw_buckets(val_samples, scheme) if lead else [], visible, pose)
 
 
-def validate_pose(model, pose: list[tuple[str, CropCache, np.ndarray]], scheme, input_size: int) -> dict:
+def validate_pose(model, pose: list[tuple[str, CropCache, np.ndarray]], scheme, input_size: int,
+                  preds: list | None = None) -> dict:
     """The AFLW2000-3D protocol on each ``data.pose_val`` set: ``pose_nme_box[NAME 0-30]``,
-    ``[NAME 30-60]``, ``[NAME 60-90]``, ``[NAME balanced]`` (percent) and ``pose_n[NAME 0-30]``..."""
+    ``[NAME 30-60]``, ``[NAME 60-90]``, ``[NAME balanced]`` (percent) and ``pose_n[NAME 0-30]``...
+    ``preds``: the model's landmarks on each set's crops, when already computed."""
     out = {}
-    for name, cache, yaws in pose:
+    for k, (name, cache, yaws) in enumerate(pose):
         if not len(cache):
             continue
-        err = nme(predict_crops(model, cache.images, input_size), cache.points, scheme, "box")
+        pred = preds[k] if preds is not None else predict_crops(model, cache.images, input_size)
+        err = nme(pred, cache.points, scheme, "box")
         for key, value in pose_protocol(err, yaws).items():
             out[f"pose_n[{name} {key[2:]}]" if key.startswith("n ") else f"pose_nme_box[{name} {key}]"] = value
     return out
@@ -663,10 +672,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
         train_time = time.time() - t_epoch
         if lead:
             t_val = time.time()
-            metrics = validate(final(), data.val, scheme, m.input_size, data.val_sources, data.val_yaws)
-            metrics.update(validate_pose(final(), data.pose, scheme, m.input_size))
-            if final().has_trust and len(data.val):
-                info.trust, trust_metrics = validate_trust(final(), data, scheme, m.input_size)
+            # a trust model's one pass over the validation and pose crops serves all three reports
+            outputs = trust_passes(final(), data, m.input_size) if final().has_trust and len(data.val) else None
+            metrics = validate(final(), data.val, scheme, m.input_size, data.val_sources, data.val_yaws,
+                               pred=outputs[0][0] if outputs else None)
+            metrics.update(validate_pose(final(), data.pose, scheme, m.input_size,
+                                         preds=[o[0] for o in outputs[1:]] if outputs else None))
+            if outputs:
+                info.trust, trust_metrics = validate_trust(final(), data, scheme, m.input_size, outputs)
                 metrics.update(trust_metrics)
             val_time = time.time() - t_val
             rec = {"epoch": epoch + 1, "step": step, "loss": loss, "lr": sched.get_last_lr()[0],
