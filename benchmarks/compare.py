@@ -1,6 +1,6 @@
 """Accuracy and CPU speed, side by side with dlib's 68-point model, in one run.
 
-    python benchmarks/compare.py --config configs/default.yaml [--model M]
+    python benchmarks/compare.py --config configs/default-pip.yaml [--model M]
 
 Accuracy: on the held-out validation split of a training config.
 The validation split is the one training held out (whole 300-W photos and whole
@@ -358,7 +358,7 @@ def speed(args, samples, dlib, mp=None) -> list[str]:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--config", default="configs/default-pip.yaml")
     ap.add_argument("--model", default=None, help="model file (default: the bundled one)")
     ap.add_argument("--out", default="benchmarks/compare.md")
     ap.add_argument("--fast-model", default=None, help="a second, faster model file to measure beside --model")

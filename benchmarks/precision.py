@@ -1,6 +1,6 @@
 """Numeric precision against speed and accuracy, on the same faces in one run.
 
-    python benchmarks/precision.py [--config configs/default.yaml] [--model M] \\
+    python benchmarks/precision.py [--config configs/default-pip.yaml] [--model M] \\
         [--limit 300] [--calibration-faces 100] [--out benchmarks/precision.md]
 
 Methods, all fed the same crops one face at a time (batch 1, 1 thread, no flip):
@@ -55,7 +55,7 @@ class AutocastRunner:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--config", default="configs/default-pip.yaml")
     ap.add_argument("--model", default=None, help="model file (default: the bundled one)")
     ap.add_argument("--limit", type=int, default=300, help="validation faces (a seeded random subset)")
     ap.add_argument("--calibration-faces", type=int, default=100, help="int8 calibration faces from the training split")

@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md",
+         *sorted((ROOT / "lab").glob("*.md")), ROOT / "configs" / "README.md",
          *sorted((ROOT / "src" / "facepoints" / "weights").glob("*.md"))]
 BLOCK = re.compile(r"<!-- runnable -->\s*\n```(bash|python)\n(.*?)```", re.S)
 

@@ -1,4 +1,4 @@
-"""benchmarks/pseudo_cuhk.py: pseudo-labelled faces are kept only where their 5 derived
+"""lab/pseudo-labels/pseudo_cuhk.py: pseudo-labelled faces are kept only where their 5 derived
 points agree with the crop's human 5 points; every crop is accounted for."""
 
 import importlib.util
@@ -10,7 +10,7 @@ from facepoints.data.formats import read_dataset, write_pts
 from helpers import draw_face, synthetic_face_shape
 from conftest import ROOT
 
-spec = importlib.util.spec_from_file_location("pseudo_cuhk", ROOT / "benchmarks" / "pseudo_cuhk.py")
+spec = importlib.util.spec_from_file_location("pseudo_cuhk", ROOT / "lab" / "pseudo-labels" / "pseudo_cuhk.py")
 pseudo_cuhk = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(pseudo_cuhk)
 

@@ -460,6 +460,14 @@ def test_a_config_on_a_base_merges_sections_and_applies_its_set(tmp_path):
     assert child.data.train == parent.data.train                       # paths relative to the base's own folder
     assert child.output == str((sub / "out").resolve())               # and the child's to its own
     assert child.model.init_from == "default"                         # a bundled model by name, as --model takes it
+    # a source appended by set: its spec is relative to the child's folder, as if written there
+    spec = child.data.train[0].spec if not isinstance(child.data.train[0], str) else child.data.train[0]
+    fmt, _, where = spec.partition(":")
+    (sub / "more.yaml").write_text(yaml.safe_dump({
+        "base": "child.yaml", "set": {f"data.train.{len(parent.data.train)}": {"spec": f"{fmt}:extra", "repeat": 3}}}))
+    more = load_config(sub / "more.yaml")
+    assert more.data.train[:-1] == parent.data.train
+    assert more.data.train[-1].spec == f"{fmt}:{(sub / 'extra').resolve()}" and more.data.train[-1].repeat == 3
     (sub / "loop.yaml").write_text(yaml.safe_dump({"base": "loop.yaml"}))
     with pytest.raises(ConfigError, match="include each other"):
         load_config(sub / "loop.yaml")

@@ -7,7 +7,7 @@ would have), widened for checks that are heavy-tailed on good data (see
 score is the largest of its checks' scores; it is *flagged* when that is at least
 ``threshold`` (``DEFAULT_THRESHOLD`` = 5). For a Gaussian quantity 5 would be one
 good sample in several million; real checks have heavier tails, and 5 was chosen on
-a development draw of the corrupted 300-W/YTF copies of ``benchmarks/cleaning.py``
+a development draw of the corrupted 300-W/YTF copies of ``lab/cleaning/cleaning.py``
 (seed 0; the benchmark reports another draw): with the default-recipe model it flagged
 0.1-0.7 % of the untouched samples and 93-96 % of the corrupted ones. Checks that no
 usable label can fail (a NaN, points far outside the image, a collapsed shape, an

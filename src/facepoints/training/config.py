@@ -338,12 +338,28 @@ def _read_with_base(path: Path, seen: list) -> dict:
     if not isinstance(sets, dict):
         raise ConfigError(f"{path}: set: must map dotted keys to values (data.train.5.repeat: 8)")
     for key, value in sets.items():
-        if isinstance(value, str) and key.split(".")[-1] in ("init_from", "teacher"):
-            value = _model_path(value, path.parent.resolve())
-        elif isinstance(value, str) and key.split(".")[-1] in ("output", "exclude", "cache_dir"):
-            value = _absolute(value, path.parent.resolve())
-        _set_key(raw, str(key), value, path)
+        _set_key(raw, str(key), _set_value_paths(str(key), value, path.parent.resolve()), path)
     return raw
+
+
+def _set_value_paths(key: str, value, base: Path):
+    """A ``set:`` value with its paths made absolute against the config's folder, as the
+    same value written in place would be: a model file, an output folder, a source
+    (``data.train.6: {spec: ...}``) or a source's spec, a validation list."""
+    parts = key.split(".")
+    leaf = parts[-1]
+    if isinstance(value, str) and leaf in ("init_from", "teacher"):
+        return _model_path(value, base)
+    if isinstance(value, str) and leaf in ("output", "exclude", "cache_dir"):
+        return _absolute(value, base)
+    if parts[0] == "data" and len(parts) >= 2:
+        if parts[1] == "train" and len(parts) == 3:  # a whole source
+            return {**value, "spec": _spec(value.get("spec"), base)} if isinstance(value, dict) else _spec(value, base)
+        if parts[1] == "train" and leaf == "spec":
+            return _spec(value, base)
+        if parts[1] in ("val", "pose_val"):
+            return [_spec(v, base) for v in value] if isinstance(value, list) else _spec(value, base)
+    return value
 
 
 def _merge(base: dict, over: dict) -> dict:
