@@ -27,7 +27,6 @@ that environment MediaPipe is skipped with a note and the output is as before.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -43,7 +42,7 @@ from facepoints.curation.labeling import dlib_landmarker
 from facepoints.data.samples import Dataset, landmark_box
 from facepoints.deploy.runners import TorchRunner
 from facepoints.inference.predictor import Predictor
-from facepoints.evaluation.machine import cpu_name
+from facepoints.evaluation.machine import report_header
 from facepoints.evaluation.evaluate import evaluate
 from facepoints.evaluation.metrics import auc, failure_rate, nme
 from facepoints.schemes import IBUG68
@@ -441,11 +440,8 @@ def main():
         lines += speed(args, subsets[ADULT_300W][: args.speed_images], dlib, mp)
     if mp is not None:
         mp.close()
-    head = [
-        f"# facepoints vs dlib{' and MediaPipe' if mp else ''}: accuracy on the validation split, CPU speed\n",
-        f"Command: `python {' '.join(sys.argv)}`  ",
-        f"Date: {datetime.date.today()}  ",
-        f"Machine: {cpu_name()}, {os.cpu_count()} cores; timings with 1 thread, shared machine (indicative only)  ",
+    head = report_header(f"facepoints vs dlib{' and MediaPipe' if mp else ''}: accuracy on the validation split, CPU speed",
+                         f"python {' '.join(sys.argv)}", "timings with 1 thread, shared machine (indicative only)") + [
         f"Model: {args.model or 'bundled default'}"
         + (f"; fast model: `{args.fast_model}`" if args.fast_model else "") + f"; split from `{args.config}` (seed {cfg.seed}, val_fraction {cfg.data.val_fraction}).",
         "NME in percent of the outer-eye-corner distance (io) or the eye-centre distance (ip).",

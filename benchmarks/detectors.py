@@ -32,9 +32,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before yuface's libgomp loads
 
 import argparse
-import datetime as dt
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -43,6 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facepoints.evaluation.machine import report_header
 from facepoints.data.crops import box_iou
 from facepoints.data.formats import read_pts
 from facepoints.data.images import read_image
@@ -159,15 +157,6 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     return name, kwargs
 
 
-def machine() -> str:
-    try:
-        txt = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in txt.splitlines() if line.startswith("Model name"))
-    except Exception:  # noqa: BLE001 - informational only
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores visible, benchmark pinned to 1 thread; {platform.system()} {platform.release()}"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -225,12 +214,8 @@ def write_report(args, rows, border_rows, n_afw, n_helen, n_helen_all, n_cut, el
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     cmd_args = " ".join(sys.argv[1:])
     lines = [
-        "# Face detectors on 300-W",
-        "",
-        f"Command: `python benchmarks/detectors.py{' ' + cmd_args if cmd_args else ''}` "
-        f"(run from the repository root with the project venv; took {elapsed:.0f} s)  ",
-        f"Date: {dt.date.today().isoformat()}  ",
-        f"Machine: {machine()}  ",
+        *report_header("Face detectors on 300-W", f"python benchmarks/detectors.py{' ' + cmd_args if cmd_args else ''}",
+                       f"pinned to 1 thread; took {elapsed:.0f} s")[:-1],
         f"Data: 300-W AFW, all {n_afw} faces; HELEN trainset, one face in {args.helen_every} (sorted by name) "
         f"({n_helen} of {n_helen_all}) to keep the run short. Each image annotates one face "
         "(the 300-W images are crops with that face at about half the image side) but may show others.",

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import datetime
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -34,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facepoints.evaluation.machine import cpu_flags, cpu_name
+from facepoints.evaluation.machine import report_header
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 3
@@ -67,7 +65,6 @@ def main():
         sys.exit(2)
 
     import cv2
-    import onnxruntime
     import torch
 
     from facepoints.data.images import read_image
@@ -170,13 +167,8 @@ def main():
     print("\n".join(rows))
 
     cmd = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    head = [
-        "# Numeric precision: speed, accuracy and size, same faces, one run\n",
-        f"Command: `{cmd}`  ",
-        f"Date: {datetime.date.today()}  ",
-        f"Machine: {platform.platform()}; CPU {cpu_name()}, {os.cpu_count()} cores (flags: {cpu_flags()}); "
-        f"shared machine, timings with 1 thread, indicative only  ",
-        f"Software: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}  ",
+    head = report_header("Numeric precision: speed, accuracy and size, same faces, one run", cmd,
+                         "shared machine, timings with 1 thread, indicative only") + [
         f"Model: {args.model or 'bundled default'} ({info.backbone}, {info.input_size} px input); "
         f"split from `{args.config}` (seed {cfg.seed}, val_fraction {cfg.data.val_fraction}).\n",
         f"Faces: {len(val)} of the {len(splits.val.samples)} validation faces (seeded random subset), "

@@ -12,8 +12,6 @@ torch (checked: it runs with ``-X importtime`` once and the result is reported).
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import shutil
 import statistics
 import subprocess
@@ -21,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from facepoints.evaluation.machine import cpu_name
+from facepoints.evaluation.machine import report_header
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,9 +55,7 @@ def main(argv=None) -> int:
     base = statistics.median(times["bare imports"])
     cmd_line = "python benchmarks/startup.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     lines = [
-        "# Start-up: one photo in a fresh process",
-        "",
-        f"`{cmd_line}` on {datetime.date.today()}, {cpu_name()} ({platform.machine()}), 2 shared CPU cores. "
+        *report_header("Start-up: one photo in a fresh process", cmd_line, "shared CPU"),
         f"{args.repeats} rounds, the three commands interleaved in each; warm disk cache; wall time of the whole "
         f"process (interpreter start, imports, model load, detection, landmarks, JSON out) on `{args.image}`. "
         + args.note,

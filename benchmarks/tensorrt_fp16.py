@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import datetime
 import importlib.util
 import platform
 import shutil
@@ -40,6 +39,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from facepoints.evaluation.machine import report_header
 
 NOT_RUN = 2
 
@@ -218,11 +219,8 @@ def main() -> int:
     msb = time_engine(trt_run, crops, args.batch, args.repeats)
     ok = np.isfinite(got).all() and change <= args.max_nme_change
     gpu = torch.cuda.get_device_name(0)
-    lines = [
-        "# TensorRT fp16 vs ONNX Runtime fp32\n",
-        f"Command: `python {' '.join(sys.argv)}`  ",
-        f"Date: {datetime.date.today()}  ",
-        f"Machine: {platform.platform()}; GPU {gpu}; TensorRT {trt.__version__}, torch {torch.__version__}  ",
+    lines = report_header("TensorRT fp16 vs ONNX Runtime fp32", f"python {' '.join(sys.argv)}",
+                          f"TensorRT {trt.__version__}", machine=f"GPU {gpu}, {platform.platform()}") + [
         f"Model: {args.onnx or args.model or 'bundled default'} ({info.input_size} px input); inputs: {note}\n",
         "| check | value |",
         "|---|---:|",

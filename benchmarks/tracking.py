@@ -40,9 +40,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before yuface's libgomp loads
 
 import argparse
-import datetime as dt
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,15 +51,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FPS = 30.0
 GRID_MIN_CUTOFF = (0.5, 1.0, 2.0)
 GRID_BETA = (0.0, 10.0, 30.0, 100.0)
-
-
-def machine() -> str:
-    try:
-        txt = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in txt.splitlines() if line.startswith("Model name"))
-    except Exception:
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores visible, benchmark pinned to 1 thread; {platform.system()} {platform.release()}"
 
 
 def make_clip(img: np.ndarray, n: int, noise: float, rng, speed: float = 0.0, shake: float = 0.5):
@@ -146,6 +134,7 @@ def main(argv=None) -> int:
     import facepoints
     from facepoints.data.images import read_image
     from facepoints.inference.tracking import BETA, D_CUTOFF, MIN_CUTOFF, Tracker, jitter
+    from facepoints.evaluation.machine import report_header
 
     t_start = time.time()
     cpu_start = time.process_time()
@@ -212,13 +201,10 @@ def main(argv=None) -> int:
 
     cmd = " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
-        "# Landmark jitter on video: One Euro smoothing",
-        "",
-        f"Command: `OMP_NUM_THREADS=1 python benchmarks/tracking.py{' ' + cmd if cmd else ''}` "
-        f"(run from the repository root with the project venv; {elapsed:.0f} s wall, {cpu:.0f} s CPU, "
-        + ("on a machine shared with a training run)  " if args.busy else "nothing else running)  "),
-        f"Date: {dt.date.today().isoformat()}  ",
-        f"Machine: {machine()}  ",
+        *report_header("Landmark jitter on video: One Euro smoothing",
+                       f"OMP_NUM_THREADS=1 python benchmarks/tracking.py{' ' + cmd if cmd else ''}",
+                       f"pinned to 1 thread; {elapsed:.0f} s wall, {cpu:.0f} s CPU, "
+                       + ("on a machine shared with a training run" if args.busy else "nothing else running"))[:-1],
         f"Speed: {TRACK_SECONDS[1]} frames through `Tracker.update` in {TRACK_SECONDS[0]:.1f} s: "
         f"**{TRACK_SECONDS[1] / max(TRACK_SECONDS[0], 1e-9):.0f} frames per second** (1 thread, all faces of a frame, "
         "detection on the frames that need it included).  ",

@@ -20,8 +20,6 @@ Decoding is not timed for anyone.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 import tempfile
 import time
@@ -86,7 +84,7 @@ def main(argv=None) -> int:
     import cv2
 
     import facepoints
-    from facepoints.evaluation.machine import cpu_name
+    from facepoints.evaluation.machine import report_header
     from facepoints.evaluation.metrics import nme
     from facepoints.schemes import IBUG68
     from facepoints.training.config import load_config
@@ -142,10 +140,10 @@ def main(argv=None) -> int:
         mp.close()
     iod = {sc: np.median([np.linalg.norm(gt[36] - gt[45]) for s2, _, gt in items if s2 == sc]) for sc in scales}
     cmd = "python benchmarks/whole_image.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-    lines = ["# Whole image -> landmarks: detector size, pipeline, small faces, against MediaPipe", "",
-             f"`{cmd}` on {datetime.date.today()}, {cpu_name()} ({platform.machine()}), 2 CPU cores "
-             + ("(a training run used both meanwhile: read the ratios). " if args.busy else "(nothing else running). ")
-             + f"{len(val[:args.limit])} held-out 300-W photos "
+    lines = [*report_header("Whole image -> landmarks: detector size, pipeline, small faces, against MediaPipe", cmd,
+                            "a training run used both cores meanwhile: read the ratios" if args.busy else
+                            "nothing else running"),
+             f"{len(val[:args.limit])} held-out 300-W photos "
              f"of `{Path(args.config).name}`'s split, each at scales {', '.join(map(str, scales))} (below 1: pasted on "
              f"a {CANVAS[1]} x {CANVAS[0]} grey canvas). Median inter-ocular distance per scale: "
              + ", ".join(f"{sc}: {iod[sc]:.0f} px" for sc in scales) + ". Found: a face whose landmark box has IoU > 0.3 "

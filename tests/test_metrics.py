@@ -246,3 +246,22 @@ def test_plot_ced_writes_a_png(tmp_path):
     assert img.std() > 0  # something was drawn
     with pytest.raises(ValueError):
         plot_ced({}, tmp_path / "empty.png")
+
+
+def test_every_benchmark_result_starts_with_the_shared_header():
+    """One header writer: title, command, date, machine (or the GPU named), software;
+    every product benchmark script writes its result through it."""
+    import datetime
+    from pathlib import Path
+
+    from facepoints.evaluation.machine import report_header
+
+    lines = report_header("Speed", "python benchmarks/x.py --n 3", "1 thread")
+    assert lines[0] == "# Speed" and lines[2] == "Command: `python benchmarks/x.py --n 3`  "
+    assert lines[3] == f"Date: {datetime.date.today()}  "
+    assert lines[4].startswith("Machine: ") and lines[4].endswith("; 1 thread  ") and " cores " in lines[4]
+    assert lines[5].startswith("Software: Python ") and "numpy" in lines[5] and lines[-1] == ""
+    assert report_header("T", "c", machine="GPU X")[4] == "Machine: GPU X  "
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    writers = [p.name for p in root.glob("*.py") if p.name != "mediapipe_worker.py"]
+    assert writers and all("report_header(" in (root / w).read_text() for w in writers), writers

@@ -28,11 +28,30 @@ def cpu_flags() -> str:
     return " ".join(keep) if flags else "?"
 
 
-def report_header(title: str, command: str, note: str = "") -> list[str]:
+def software() -> str:
+    """The versions that decide a benchmark's numbers: Python and the runtimes imported."""
+    import sys
+    from importlib import metadata
+
+    out = [f"Python {platform.python_version()}"]
+    for dist in ("onnxruntime", "opencv-python-headless", "opencv-python", "torch", "numpy"):
+        mod = {"onnxruntime": "onnxruntime", "torch": "torch", "numpy": "numpy"}.get(dist, "cv2")
+        if mod in sys.modules:
+            try:
+                out.append(f"{dist} {metadata.version(dist)}")
+            except metadata.PackageNotFoundError:
+                continue
+    return ", ".join(dict.fromkeys(out))
+
+
+def report_header(title: str, command: str, note: str = "", machine: str | None = None) -> list[str]:
     """The lines every committed benchmark result starts with: title, the command that
-    made it, the date and the machine (one writer for all of them)."""
+    made it, the date, the machine (the CPU unless ``machine`` names another, e.g. a GPU)
+    and the software (one writer for all of them). ``note``: how the run was made (threads,
+    a busy machine), on the machine line."""
     import datetime
     import os
 
+    where = machine or f"{cpu_name()}, {os.cpu_count()} cores ({cpu_flags()})"
     return [f"# {title}", "", f"Command: `{command}`  ", f"Date: {datetime.date.today()}  ",
-            f"Machine: {cpu_name()}, {os.cpu_count()} cores ({cpu_flags()})" + (f"; {note}" if note else ""), ""]
+            f"Machine: {where}" + (f"; {note}" if note else "") + "  ", f"Software: {software()}", ""]
