@@ -130,8 +130,9 @@ class ScriptedPredictor:
     the frame holds k. The 'model' returns the face its box overlaps (or a collapsed
     shape where there is none); the 'detector' sees the faces unless told to miss."""
 
-    def __init__(self, script, miss=()):
+    def __init__(self, script, miss=(), quality=None):
         self.script, self.miss = script, set(miss)
+        self.quality = quality or {}  # frame -> the quality the 'model' gives a followed face there
         self.shapes = {}
 
     def _faces(self, frame):
@@ -139,8 +140,11 @@ class ScriptedPredictor:
         return [self.shapes.setdefault((k, i), synthetic_face_shape(cx, cy, s, seed=k))
                 for i, (cx, cy, s) in enumerate(self.script[k])]
 
-    def predict(self, frame):
+    def predict(self, frame, landmark_boxes=None):
         k = int(frame[0, 0, 0])
+        if landmark_boxes is not None:  # following: the face the box overlaps
+            return [Face(landmark_box(p), None, p, quality=self.quality.get(k))
+                    for p in self.landmarks_in_boxes(frame, landmark_boxes)]
         faces = [] if k in self.miss else self._faces(frame)
         return [Face(landmark_box(p), 0.9, np.asarray(p, np.float32)) for p in faces]
 
@@ -216,6 +220,36 @@ def test_tracker_smoothing_never_changes_the_crops():
     assert not np.array_equal(fa[0].landmarks, fa[0].raw)  # smoothed lags the moving face
 
 
+def test_tracker_redetects_when_the_models_quality_drops():
+    script = [[(100 + k, 110, 80)] for k in range(8)]
+    # the followed face's quality: fine, then the model is unsure at frames 3 and 4
+    q = {1: 0.6, 2: 0.5, 3: 0.1, 4: 0.15, 5: 0.5, 6: 0.5, 7: 0.5}
+    tr = Tracker(ScriptedPredictor(script, quality=q), detect_every=30)
+    assert _run(tr, _frames(8)) == [[1]] * 8             # the detector finds it again: same id
+    assert tr.detection_frames == [0, 3, 4]
+    tr = Tracker(ScriptedPredictor(script, quality=q), detect_every=30, min_quality=0.0)
+    _run(tr, _frames(8))
+    assert tr.detection_frames == [0]                    # the old rule: plausible shapes only
+    with pytest.raises(ValueError, match="min_quality"):
+        Tracker(ScriptedPredictor(script), min_quality=1.5)
+
+
+def test_less_trusted_points_are_smoothed_more():
+    from facepoints.inference.predictor import Face
+    from facepoints.inference.tracking import OneEuroFilter, point_trust
+
+    r = np.ones(68, np.float32)
+    r[:17] = 4.0  # the jaw: four times the face's median radius
+    w = point_trust(Face(np.zeros(4), None, np.zeros((68, 2), np.float32), error_radius=r))
+    assert w.shape == (68, 1) and np.all(w[17:] == 1.0) and np.allclose(w[:17], 0.25)
+    assert point_trust(Face(np.zeros(4), None, np.zeros((68, 2), np.float32))) is None
+    f = OneEuroFilter(beta=0.0)
+    f(np.zeros((68, 2)))
+    step = f(np.ones((68, 2)), trust=w)                  # every point jumps 1 px
+    assert np.all(step[:17] < step[17:].min())           # the untrusted points follow less
+    assert np.allclose(step[17:], OneEuroFilter(beta=0.0)(np.zeros(1)) * 0 + OneEuroFilter.alpha(MIN_CUTOFF, 1 / 30))
+
+
 def test_cli_defaults_are_the_module_defaults():
     import inspect
 
@@ -283,8 +317,12 @@ def test_track_cli_json(clip):
     assert rec["fps"] == pytest.approx(FPS) and rec["detector_calls"] == 3 and rec["tracks"] == 1
     for k, fr in enumerate(rec["per_frame"]):
         assert fr["frame"] == k and [f["track_id"] for f in fr["faces"]] == [1]
+        assert (fr["width"], fr["height"], fr["scheme"]) == (256, 256, "ibug68")  # ImageResult's shape
         face = fr["faces"][0]
         assert len(face["landmarks"]) == 68
+        # the bundled default has trust outputs: the same names as predict --json
+        assert len(face["error_radius"]) == 68 and len(face["visible"]) == 68 and 0 < face["quality"] <= 1
+        assert set(face["pose"]) == {"yaw", "pitch", "roll"} and face["detected"] == (k % 3 == 0)
         np.testing.assert_allclose(face["box"], landmark_box(np.array(face["landmarks"])), atol=0.02)
 
 

@@ -823,6 +823,7 @@ def track(
     from facepoints.data.outputs import guard_output, replace_from, temp_beside
     from facepoints.data.video import open_video_writer
     from facepoints.inference.tracking import Tracker, VideoError, draw_tracks, read_video
+    from facepoints.inference.predictor import ImageResult
     from facepoints.models.info import ModelFileError
 
     try:
@@ -844,7 +845,8 @@ def track(
         for k, frame in enumerate(frames):
             faces = tracker.update(frame)
             shape = frame.shape
-            per_frame.append({"frame": k, "faces": [f.to_dict() for f in faces]})
+            per_frame.append({"frame": k, **ImageResult(frame.shape[1], frame.shape[0], predictor.scheme.name,
+                                                        faces).to_dict()})
             if out:
                 if writer is None:
                     out.parent.mkdir(parents=True, exist_ok=True)

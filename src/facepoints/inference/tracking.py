@@ -16,7 +16,9 @@ How a frame is processed (:meth:`Tracker.update`):
   confidence of its own, so each new shape is checked for plausibility: finite, at
   least ``min_face`` px, between 0.6 and 1 / 0.6 times its size in the previous frame,
   IoU >= ``min_iou`` with the previous box, and at least 40 % of its box inside the
-  frame. A face failing the check is *lost*.
+  frame; with a trust model also its ``quality`` at least ``min_quality`` (the model
+  says it is unsure: the face turned, was covered or slipped out of the crop). A face
+  failing the check is *lost*.
 * **detection**: on the first frame, every ``detect_every`` frames after the last
   detection, and at once when a face is lost or no face is being tracked, the full
   :meth:`Predictor.predict` (detector, landmarks, refinement) runs. Detections are
@@ -27,7 +29,9 @@ How a frame is processed (:meth:`Tracker.update`):
   landmarks if plausible, and the detector is asked again on the next frame; a track
   lost and not found, or missed ``max_misses + 1`` times in a row, ends. Of two tracks
   that end up on one face (IoU > 0.5), the younger ends.
-* **smoothing**: each track has its own :class:`OneEuroFilter` over all its points.
+* **smoothing**: each track has its own :class:`OneEuroFilter` over all its points;
+  with a trust model a point whose error radius is above the face's median is smoothed
+  more (its cutoff scaled by median / radius, at least a quarter).
   The raw (unsmoothed) landmarks, not the smoothed ones, make the next crop, so
   smoothing never feeds back into what the model sees; ``TrackedFace.raw`` keeps them.
 
@@ -46,12 +50,18 @@ import numpy as np
 from facepoints.data.crops import box_iou
 from facepoints.data.samples import landmark_box
 from facepoints.data.video import VideoError, read_video  # noqa: F401  (the tracker's input, re-exported)
-from facepoints.inference.predictor import face_pose
+from facepoints.inference.predictor import Face, face_pose
 
 # Defaults chosen with benchmarks/tracking.py (still and slowly moving faces, 30 fps).
 MIN_CUTOFF = 0.5  # Hz
 BETA = 30.0  # per (face size / s): the cutoff rises by BETA Hz at one face size per second
 D_CUTOFF = 1.0  # Hz
+# A followed face whose quality (Face.quality: 0.5 for the median held-out face, halving for
+# each further median-sized error radius) is below this counts as lost: re-detect. Chosen on
+# AFLW2000-3D's dev half (validation; a third of it, GT boxes, bundled default): 4.8 % of the
+# faces fall below 0.2, and 81 % of those are failures (NME > 8 % of the box) against 5 % of
+# all faces; below 0.3 would take 9.3 %, half of them failures.
+MIN_QUALITY = 0.2
 
 
 # ------------------------------------------------------------------ One Euro filter
@@ -96,7 +106,10 @@ class OneEuroFilter:
     def reset(self) -> None:
         self.x = self.dx = None
 
-    def __call__(self, x, scale: float = 1.0) -> np.ndarray:
+    def __call__(self, x, scale: float = 1.0, trust=None) -> np.ndarray:
+        """The filtered sample. ``trust`` (optional, broadcast against ``x``, 0-1): how
+        far to trust each element; its cutoffs are multiplied by it, so a less-trusted
+        element is smoothed more."""
         x = np.asarray(x, np.float64)
         if self.x is None or self.x.shape != x.shape:
             self.x, self.dx = x.copy(), np.zeros_like(x)
@@ -104,6 +117,8 @@ class OneEuroFilter:
         dx = (x - self.x) / self.te
         self.dx = self.dx + self.alpha(self.d_cutoff, self.te) * (dx - self.dx)
         cutoff = self.min_cutoff + self.beta * np.abs(self.dx) / max(float(scale), 1e-9)
+        if trust is not None:
+            cutoff = cutoff * np.asarray(trust, np.float64)
         self.x = self.x + self.alpha(cutoff, self.te) * (x - self.x)
         return self.x.copy()
 
@@ -135,36 +150,33 @@ def jitter(points_per_frame, scheme="ibug68", normalise: bool = True) -> float:
 # -------------------------------------------------------------------------- tracker
 
 
-@dataclass
-class TrackedFace:
-    """One face in one frame. ``box``: the tight box of ``landmarks``; ``landmarks``:
-    smoothed (if the tracker smooths); ``raw``: the model's own answer this frame."""
+@dataclass(frozen=True)
+class TrackedFace(Face):
+    """One face in one frame: a :class:`~facepoints.inference.predictor.Face` (same
+    fields and JSON names: trust and pose where the model has them) with its track.
+    ``box``: the tight box of ``landmarks``; ``landmarks``: smoothed (if the tracker
+    smooths); ``raw``: the model's own answer this frame; ``detected``: this frame's
+    landmarks came from a detection (``score`` is the detector's then)."""
 
-    track_id: int
-    box: np.ndarray
-    landmarks: np.ndarray
-    raw: np.ndarray
-    detected: bool  # this frame's landmarks came from a detection
-    pose: dict | None = None  # head yaw, pitch, roll from the landmarks (68-point models), as Face.pose
+    track_id: int = 0
+    raw: np.ndarray | None = None
+    detected: bool = False
 
-    def to_dict(self) -> dict:
-        out = {
-            "track_id": self.track_id,
-            "box": [round(float(v), 2) for v in self.box],
-            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
-        }
-        if self.pose is not None:
-            out["pose"] = {k: round(float(v), 1) for k, v in self.pose.items()}
-        return out
+    def to_dict(self, digits: int = 2) -> dict:
+        return {"track_id": self.track_id, **super().to_dict(digits), "detected": bool(self.detected)}
 
 
 @dataclass
 class _Track:
     id: int
-    raw: np.ndarray  # (P, 2) the model's last answer; its landmark box is the next crop
+    face: Face  # the model's last answer (landmarks, trust); its landmark box is the next crop
     filter: OneEuroFilter | None
     misses: int = 0
     points: np.ndarray | None = None  # smoothed
+
+    @property
+    def raw(self) -> np.ndarray:
+        return self.face.landmarks
 
     @property
     def box(self) -> np.ndarray:
@@ -186,7 +198,8 @@ class Tracker:
 
     def __init__(self, predictor, fps: float = 30.0, detect_every: int = 30, smooth: bool = True,
                  min_cutoff: float = MIN_CUTOFF, beta: float = BETA, d_cutoff: float = D_CUTOFF,
-                 iou_threshold: float = 0.3, min_iou: float = 0.3, min_face: float = 8.0, max_misses: int = 1):
+                 iou_threshold: float = 0.3, min_iou: float = 0.3, min_face: float = 8.0, max_misses: int = 1,
+                 min_quality: float = MIN_QUALITY):
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
         self.predictor = predictor
@@ -194,6 +207,9 @@ class Tracker:
         self.filter_args = dict(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff, fps=fps)
         OneEuroFilter(**self.filter_args)  # validate now, not at the first face
         self.iou_threshold, self.min_iou, self.min_face, self.max_misses = iou_threshold, min_iou, min_face, max_misses
+        if not 0 <= min_quality <= 1:
+            raise ValueError(f"min_quality must be between 0 and 1, got {min_quality}")
+        self.min_quality = float(min_quality)
         self.tracks: list[_Track] = []
         self.frame_index = -1
         self.last_detection = None
@@ -206,10 +222,13 @@ class Tracker:
     def tracks_started(self) -> int:
         return self._next_id - 1
 
-    def plausible(self, old_box, points, shape) -> bool:
+    def plausible(self, old_box, points, shape, quality: float | None = None) -> bool:
         """Whether ``points`` (P, 2), found in the crop of ``old_box``, still look like
-        the face: not collapsed or exploded, not jumped away, not mostly off-frame."""
+        the face: not collapsed or exploded, not jumped away, not mostly off-frame, and
+        (a trust model's ``quality``) not below ``min_quality``."""
         if not np.isfinite(points).all():
+            return False
+        if quality is not None and quality < self.min_quality:
             return False
         box = landmark_box(points)
         old, new = _size(old_box), _size(box)
@@ -223,13 +242,14 @@ class Tracker:
         area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
         return ix * iy / area >= 0.4
 
-    def _follow(self, frame, tracks) -> dict[int, np.ndarray]:
-        """Landmarks from each track's previous box, for the plausible ones (by id)."""
+    def _follow(self, frame, tracks) -> dict[int, Face]:
+        """Faces (landmarks, trust) from each track's previous box, the plausible ones, by id."""
         if not tracks:
             return {}
         boxes = np.stack([t.box for t in tracks])
-        pts = self.predictor.landmarks_in_boxes(frame, boxes)
-        return {t.id: p for t, b, p in zip(tracks, boxes, pts) if self.plausible(b, p, frame.shape)}
+        faces = self.predictor.predict(frame, landmark_boxes=boxes)
+        return {t.id: f for t, b, f in zip(tracks, boxes, faces)
+                if self.plausible(b, f.landmarks, frame.shape, f.quality)}
 
     def update(self, frame: np.ndarray) -> list[TrackedFace]:
         frame = np.asarray(frame)
@@ -239,12 +259,12 @@ class Tracker:
         k = self.frame_index
         detect = (not self.tracks or self._retry or self.last_detection is None
                   or k - self.last_detection >= self.detect_every)
-        followed: dict[int, np.ndarray] = {}
+        followed: dict[int, Face] = {}
         did_follow = not detect
         if did_follow:
             followed = self._follow(frame, self.tracks)
             detect = len(followed) < len(self.tracks)  # a face was lost
-        new_raw: dict[int, np.ndarray] = {}
+        new_raw: dict[int, Face] = {}
         from_detection: set[int] = set()
         born: list[_Track] = []
         if not detect:
@@ -254,8 +274,7 @@ class Tracker:
             self.detector_calls += 1
             self.detection_frames.append(k)
             self.last_detection = k
-            det_pts = [f.landmarks for f in faces]
-            det_boxes = [landmark_box(p) for p in det_pts]
+            det_boxes = [landmark_box(f.landmarks) for f in faces]
             pairs = sorted(((float(box_iou(d[None], t.box)[0]), i, j)
                             for i, t in enumerate(self.tracks) for j, d in enumerate(det_boxes)), reverse=True)
             used_t, used_d = set(), set()
@@ -267,7 +286,7 @@ class Tracker:
                 used_t.add(i)
                 used_d.add(j)
                 t = self.tracks[i]
-                new_raw[t.id], t.misses = det_pts[j], 0
+                new_raw[t.id], t.misses = faces[j], 0
                 from_detection.add(t.id)
             missed = [t for i, t in enumerate(self.tracks) if i not in used_t]
             # not found by the detector: go on from the previous landmarks if plausible
@@ -276,8 +295,8 @@ class Tracker:
                 t.misses += 1
                 if t.id in still and t.misses <= self.max_misses:
                     new_raw[t.id] = still[t.id]
-            kept_boxes = [landmark_box(p) for p in new_raw.values()]
-            for j, p in enumerate(det_pts):
+            kept_boxes = [landmark_box(f.landmarks) for f in new_raw.values()]
+            for j, p in enumerate(faces):
                 if j in used_d:
                     continue
                 if kept_boxes and box_iou(np.stack(kept_boxes), det_boxes[j]).max() >= self.iou_threshold:
@@ -292,20 +311,34 @@ class Tracker:
         # two tracks on one face: the younger ends
         keep: list[_Track] = []
         for t in sorted(self.tracks, key=lambda t: t.id):
-            b = landmark_box(new_raw[t.id])
-            if all(box_iou(landmark_box(new_raw[o.id])[None], b)[0] <= 0.5 for o in keep):
+            b = landmark_box(new_raw[t.id].landmarks)
+            if all(box_iou(landmark_box(new_raw[o.id].landmarks)[None], b)[0] <= 0.5 for o in keep):
                 keep.append(t)
         self.tracks = keep
         out = []
         for t in self.tracks:
-            t.raw = np.asarray(new_raw[t.id], np.float32)
+            t.face = new_raw[t.id]
+            raw = np.asarray(t.face.landmarks, np.float32)
             if t.filter is not None:
-                t.points = t.filter(t.raw, scale=max(_size(t.box), 1.0)).astype(np.float32)
+                t.points = t.filter(raw, scale=max(_size(t.box), 1.0), trust=point_trust(t.face)).astype(np.float32)
             else:
-                t.points = t.raw
-            out.append(TrackedFace(t.id, landmark_box(t.points), t.points, t.raw, t.id in from_detection,
-                                   face_pose(t.points)))
+                t.points = raw
+            detected = t.id in from_detection
+            out.append(TrackedFace(landmark_box(t.points), t.face.score if detected else None, t.points,
+                                   t.face.error_radius, t.face.visible, t.face.quality, face_pose(t.points),
+                                   track_id=t.id, raw=raw, detected=detected))
         return out
+
+
+def point_trust(face: Face):
+    """(P, 1) how far to trust each point when smoothing: 1 for a point whose error radius
+    is at most the face's median, median / radius above it (at least 0.25); None without
+    trust outputs."""
+    r = face.error_radius
+    if r is None or len(r) == 0:
+        return None
+    r = np.asarray(r, np.float64)
+    return np.clip(np.median(r) / np.maximum(r, 1e-9), 0.25, 1.0)[:, None]
 
 
 def draw_tracks(frame: np.ndarray, faces: list[TrackedFace], scheme=None) -> np.ndarray:
