@@ -77,3 +77,35 @@ def test_kill_9_midway_then_rerun_gives_every_input_exactly_once(tmp_path, photo
     assert sorted(x["image"] for x in recs) == sorted(str(p) for p in photos.glob("*.jpg"))
     assert out.read_bytes().startswith(before)  # what was written before the kill is kept as it was
     assert done_images(out) == {x["image"] for x in recs}
+
+
+def test_ray_engine_gives_the_local_landmarks_and_resumes(tmp_path, photos):
+    """--engine ray on a local Ray instance (started and stopped by the job): the records
+    of the local path, in input order (the unreadable image recorded as an error), and
+    a re-run of the same --jsonl skips what it holds."""
+    pytest.importorskip("ray.data")
+    subset = [str(photos / f"p{i:03d}.jpg") for i in range(12)] + [str(photos / "broken.jpg")]
+    local, ray_out = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    r = CliRunner().invoke(app, ["predict", *subset, "--jsonl", str(local), "--workers", "1"])
+    assert r.exit_code == 1
+    (tmp_path / "half.jsonl").write_text("".join(json.dumps(x) + "\n" for x in _lines(local)[:5]))
+    ray_out.write_bytes((tmp_path / "half.jsonl").read_bytes())     # as if a first run had stopped after 5
+    r = CliRunner().invoke(app, ["predict", *subset, "--jsonl", str(ray_out), "--engine", "ray", "--workers", "2"])
+    assert r.exit_code == 1 and "5 of 13 image(s) already done" in r.output, r.output
+    a, b = _lines(local), _lines(ray_out)
+    assert [x["image"] for x in b] == subset and sum("error" in x for x in b) == 1
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for fx, fy in zip(x.get("faces", []), y.get("faces", [])):
+            assert max(abs(p - q) for u, v in zip(fx["landmarks"], fy["landmarks"]) for p, q in zip(u, v)) <= 0.01
+
+
+def test_engine_options_are_checked(tmp_path, photos, monkeypatch):
+    r = CliRunner().invoke(app, ["predict", str(photos / "p000.jpg"), "--engine", "spark"])
+    assert r.exit_code == 2 and "--engine spark: choose local or ray" in r.output
+    r = CliRunner().invoke(app, ["predict", str(photos / "p000.jpg"), "--ray-address", "auto"])
+    assert r.exit_code == 2 and "--ray-address goes with --engine ray" in r.output
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed
+    r = CliRunner().invoke(app, ["predict", str(photos / "p000.jpg"), "--engine", "ray"])
+    assert r.exit_code != 0 and r.output.strip().splitlines() == [
+        "error: --engine ray needs Ray Data: pip install 'facepoints[ray]'"], r.output

@@ -122,6 +122,11 @@ def predict(
                                          "it goes; a re-run with the same file skips the images it holds"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="processes, one single-threaded model each "
                                           "(default: the machine's cores, at most one per image)"),
+    engine: str = typer.Option("local", "--engine", help="local (worker processes) or ray (a Ray Data actor pool, "
+                               "one model per actor: a local Ray instance, or the cluster of --ray-address / RAY_ADDRESS; "
+                               "needs facepoints[ray])"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="with --engine ray: the cluster to join "
+                                              "(auto, ray://HEAD:10001); default: RAY_ADDRESS, else a local instance"),
     detector: str = DetectorOpt,
     detect_size: Optional[int] = DetectSizeOpt,
     threads: int = typer.Option(1, min=1, help="CPU threads for the network (with one worker)"),
@@ -143,6 +148,14 @@ def predict(
         fail("no images given (folders are searched for .jpg/.png/...)")
     options = {"model": str(model) if model is not None else None, "detector": detector, "flip": flip,
                "refine": refine, "detect_size": detect_size, "inputs": [str(f) for f in files], "to_scheme": to_scheme}
+    if engine not in ("local", "ray"):
+        fail(f"--engine {engine}: choose local or ray")
+    if ray_address is not None and engine != "ray":
+        fail("--ray-address goes with --engine ray")
+    if engine == "ray":
+        from facepoints.inference.ray_engine import _ray
+
+        _ray()  # one line if Ray is not installed, before any work
     n_workers = min(workers or batch.default_workers(), len(files))
     # the model and detector are checked here, once, before any image (one line if they cannot work)
     predictor = facepoints.load(model, detector=detector, threads=threads, flip=flip, detect_size=detect_size,
@@ -178,11 +191,13 @@ def predict(
             typer.echo(f"{rec['image']}: {len(rec['faces'])} face(s)")
 
     show = progress if progress is not None else (jsonl is not None and sys.stderr.isatty())
-    if n_workers == 1:  # in this process, on the predictor just checked
+    local_one = n_workers == 1 and engine == "local"
+    if local_one:  # in this process, on the predictor just checked
         batch._PREDICTOR, batch._OPTIONS = predictor, options
     try:
-        report = batch.run_batch(files, options, sink, workers=n_workers, targets=targets, done=done, progress=show,
-                                 preloaded=n_workers == 1, factory=facepoints.load)
+        report = batch.run_batch(files, options, sink, workers=(workers if engine == "ray" else n_workers),
+                                 targets=targets, done=done, progress=show, preloaded=local_one,
+                                 factory=facepoints.load, engine=engine, ray_address=ray_address)
     finally:
         if sink_file is not None:
             sink_file.close()

@@ -9,6 +9,8 @@ streamed to a JSON-lines file that a re-run resumes.
 * ``workers``: processes, each with its own single-threaded predictor (ONNX Runtime with
   intra-op spinning off); images are decoded in the workers; memory stays bounded
   (a few images in flight per worker).
+* ``engine="ray"``: the same records from a Ray Data actor pool, local or on a cluster
+  (:mod:`facepoints.inference.ray_engine`).
 * inputs: files, folders (recursive), glob patterns, and manifests (``@list.txt`` or a
   ``.txt``/``.csv`` file given to ``manifest``: one path per line, or a CSV whose first
   column is the path; relative paths are taken from the manifest's folder).
@@ -129,11 +131,16 @@ class BatchReport:
 
 def run_batch(files: list[Path], options: dict, sink, workers: int = 1, targets: dict | None = None,
               done: set[str] | None = None, progress: bool = False, preloaded: bool = False,
-              factory=None) -> BatchReport:
+              factory=None, engine: str = "local", ray_address: str | None = None) -> BatchReport:
     """Every file through the predictor ``factory(**options)`` makes (``facepoints.load``
     and its arguments), ``workers`` processes, records handed to ``sink(record)`` in input order;
     files in ``done`` are skipped. ``preloaded``: with one worker, use the predictor the
-    caller put in ``_PREDICTOR``."""
+    caller put in ``_PREDICTOR``. ``engine="ray"``: ``workers`` Ray actors instead
+    (:mod:`facepoints.inference.ray_engine`; ``ray_address`` as ``ray.init`` takes it)."""
+    if engine not in ("local", "ray"):
+        from facepoints.errors import UsageError
+
+        raise UsageError(f"unknown engine {engine!r}; choose local or ray")
     todo = [f for f in files if str(f) not in (done or set())]
     report = BatchReport(len(files), len(files) - len(todo))
     items = [(str(f), (targets or {}).get(f)) for f in todo]
@@ -142,7 +149,12 @@ def run_batch(files: list[Path], options: dict, sink, workers: int = 1, targets:
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), unit="img", desc="predict", smoothing=0.05)
-    if workers <= 1:
+    if engine == "ray":
+        from facepoints.inference.ray_engine import ray_records
+
+        results = ray_records(items, options, factory, workers, ray_address)
+        pool = None
+    elif workers <= 1:
         if not preloaded:
             _init_worker(factory, options)
         results = map(_one, items)
@@ -161,6 +173,8 @@ def run_batch(files: list[Path], options: dict, sink, workers: int = 1, targets:
             if bar is not None:
                 bar.update(1)
     finally:
+        if hasattr(results, "close"):  # the Ray generator stops the Ray it started
+            results.close()
         if pool is not None:
             pool.terminate()
             pool.join()
