@@ -50,6 +50,27 @@ def load(model=None, detector: str | object | None = "auto", device: str = "cpu"
     return Predictor(run, info, detector=detector, detector_threads=threads, **kw)
 
 
+def predict_many(inputs, model=None, *, workers: int | None = None, engine: str = "local",
+                 ray_address: str | None = None, sink=None, **options):
+    """Every face of many images, as ``predict --jsonl`` computes them: ``inputs`` are
+    files, folders, glob patterns or ``@manifest`` files (one, or a list); ``workers``
+    processes (default: the cores) or, with ``engine="ray"``, Ray actors (a local Ray
+    instance, or ``ray_address``). Returns one record per image in input order (the dict
+    :meth:`ImageResult.to_dict` makes, with ``image``; ``{"image", "error"}`` for an image
+    that could not be read); given ``sink`` (a callable), hands each record to it as it
+    comes instead (bounded memory) and returns the :class:`~facepoints.inference.batch.BatchReport`.
+    ``options``: as :func:`load` takes them (``detector``, ``flip``, ``refine``, ``detect_size``)."""
+    from facepoints.inference import batch
+
+    files, _ = batch.expand_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
+    records: list = []
+    opts = {"model": None if model is None else str(model), **options}
+    n = max(1, min(workers or batch.default_workers(), len(files) or 1))
+    report = batch.run_batch(files, opts, sink or records.append, workers=n, factory=load, engine=engine,
+                             ray_address=ray_address)
+    return report if sink is not None else records
+
+
 # The public surface, imported on first use (``import facepoints`` stays light and never
 # imports PyTorch; ``facepoints.train`` needs the training install).
 _PUBLIC = {
@@ -84,4 +105,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'facepoints' has no attribute {name!r}")
 
 
-__all__ = ["load", "train", "__version__", *_PUBLIC]
+__all__ = ["load", "predict_many", "train", "__version__", *_PUBLIC]
