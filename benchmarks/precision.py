@@ -4,9 +4,11 @@
         [--limit 300] [--calibration-faces 100] [--out benchmarks/precision.md]
 
 Methods, all fed the same crops one face at a time (batch 1, 1 thread, no flip):
-ONNX Runtime fp32 (the `facepoints export --format onnx` file), ONNX Runtime int8
-(static QDQ quantisation as `facepoints export --int8` makes it, calibrated on faces of
-the *training* split), PyTorch fp32, PyTorch bf16 and fp16 (``torch.autocast`` on the
+ONNX Runtime fp32 (the `facepoints export --format onnx` file), ONNX Runtime int8 in
+three forms (static quantisation, calibrated on faces of the *training* split: QDQ with
+int8 activations, QDQ with uint8 activations, QOperator with uint8 activations; weights
+int8 per channel, the PIP decoding kept fp32), OpenVINO fp32 on the same ONNX file (where
+``openvino`` is installed), PyTorch fp32, PyTorch bf16 and fp16 (``torch.autocast`` on the
 CPU; the weights stay fp32).
 
 Accuracy: NME (inter-ocular, %) on ``--limit`` faces of the validation split of the
@@ -36,6 +38,19 @@ from facepoints.evaluation.machine import report_header
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 3
+
+
+class OpenVinoRunner:
+    """An ONNX file compiled by OpenVINO for the CPU, one thread: a Predictor backend."""
+
+    def __init__(self, path):
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY"})
+        self.request, self.output = compiled.create_infer_request(), compiled.outputs[0]
+
+    def __call__(self, batch):
+        return self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[self.output]
 
 
 class AutocastRunner:
@@ -97,7 +112,10 @@ def main():
     t = time.perf_counter()
     crops, used = crops_from_samples(model, info, splits.train.samples, args.calibration_faces, seed=cfg.seed)
     note = f"{used} faces of the training split of {args.config} (ground-truth boxes), {len(crops)} crops"
-    int8_onnx = quantize_onnx(fp32_onnx, tmp / "int8.onnx", crops, int8_info(info, note, len(crops)))
+    int8 = {}
+    for fmt, act in (("qdq", "int8"), ("qdq", "uint8"), ("qoperator", "uint8")):
+        int8[fmt, act] = quantize_onnx(fp32_onnx, tmp / f"int8-{fmt}-{act}.onnx", crops,
+                                       int8_info(info, note, len(crops)), fmt=fmt, activations=act)
     quant_s = time.perf_counter() - t
     print(f"int8: calibrated on {note} in {quant_s:.1f} s", flush=True)
 
@@ -107,7 +125,9 @@ def main():
     mb = lambda p: f"{p.stat().st_size / 1e6:.1f}"  # noqa: E731
     methods = {
         "ONNX Runtime fp32": (pred(OnnxRunner(fp32_onnx, threads=1)), f"{mb(fp32_onnx)} (.onnx)"),
-        "ONNX Runtime int8 (static QDQ, per-channel)": (pred(OnnxRunner(int8_onnx, threads=1)), f"{mb(int8_onnx)} (.onnx)"),
+        **{f"ONNX Runtime int8 ({'QDQ' if f == 'qdq' else 'QOperator'}, {'S8S8' if a == 'int8' else 'U8S8'}, per-channel)":
+           (pred(OnnxRunner(path, threads=1)), f"{mb(path)} (.onnx)") for (f, a), path in int8.items()},
+        "OpenVINO fp32 (CPU plugin)": (lambda: pred(OpenVinoRunner(fp32_onnx)), f"{mb(fp32_onnx)} (.onnx)"),
         "PyTorch fp32": (pred(TorchRunner(model)), f"{mb(model_path)} (.safetensors)"),
         "PyTorch bf16 (autocast, CPU)": (pred(AutocastRunner(model, torch.bfloat16)), "same fp32 file"),
         "PyTorch fp16 (autocast, CPU)": (pred(AutocastRunner(model, torch.float16)), "same fp32 file"),
@@ -116,6 +136,8 @@ def main():
     img0, box0 = read_image(val[0].image), landmark_box(val[0].landmarks)
     for name in list(methods):
         try:
+            if callable(methods[name][0]) and not isinstance(methods[name][0], Predictor):  # made here: may not install
+                methods[name] = (methods[name][0](), methods[name][1])
             out = methods[name][0].landmarks_in_boxes(img0, box0[None])
             if not np.isfinite(out).all():
                 raise RuntimeError("non-finite landmarks")

@@ -187,10 +187,18 @@ def decoding_nodes(graph) -> list[str]:
     return [n for n in names if not n.startswith(("/trunk/", "/head/"))]
 
 
+QUANT_FORMATS = ("qdq", "qoperator")
+ACTIVATION_TYPES = ("int8", "uint8")
+
+
 def quantize_onnx(fp32_path: str | Path, out: str | Path, crops: np.ndarray, info: ModelInfo,
-                  method: str = "MinMax", per_channel: bool = True, nodes_to_exclude=None) -> Path:
-    """Quantise the fp32 ONNX file ``fp32_path`` to ``out`` (static, QDQ) with ranges
-    from ``crops``; ``info`` (see :func:`int8_info`) goes into the file's metadata."""
+                  method: str = "MinMax", per_channel: bool = True, nodes_to_exclude=None,
+                  fmt: str = "qdq", activations: str = "int8") -> Path:
+    """Quantise the fp32 ONNX file ``fp32_path`` to ``out`` (static) with ranges from
+    ``crops``; ``info`` (see :func:`int8_info`) goes into the file's metadata. ``fmt``:
+    ``qdq`` (Quantize/DequantizeLinear pairs around fp32 operators, fused by ONNX
+    Runtime) or ``qoperator`` (QLinearConv and friends); ``activations``: ``int8`` or
+    ``uint8`` (weights are int8 either way: S8S8 or U8S8)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -206,6 +214,9 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, crops: np.ndarray, inf
         raise ValueError(f"unknown calibration method {method!r}; choose from MinMax, Entropy, Percentile")
     if len(crops) == 0:
         raise CalibrationError("no calibration crops")
+    if fmt not in QUANT_FORMATS or activations not in ACTIVATION_TYPES:
+        raise ValueError(f"int8 format {fmt!r} / activations {activations!r}: choose from {QUANT_FORMATS} / "
+                         f"{ACTIVATION_TYPES}")
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="facepoints-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -217,10 +228,13 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, crops: np.ndarray, inf
         q = Path(tmp) / "int8.onnx"
         # the histogram calibrators need batches of one shape: feed them one crop at a time
         batch = 16 if method.lower() == "minmax" else 1
-        quantize_static(str(pre), str(q), _reader(crops, input_name, batch), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        quantize_static(str(pre), str(q), _reader(crops, input_name, batch),
+                        quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
+                        per_channel=per_channel, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
                         calibrate_method=methods[method.lower()], nodes_to_exclude=nodes_to_exclude)
         proto = onnx.load(str(q))
     from facepoints.deploy.onnx_file import save_onnx
 
-    return save_onnx(proto, info, out, kind=", int8 (static QDQ)")
+    return save_onnx(proto, info, out, kind=f", int8 (static {'QDQ' if fmt == 'qdq' else 'QOperator'}, "
+                                             f"{'S8S8' if activations == 'int8' else 'U8S8'})")
