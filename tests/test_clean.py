@@ -292,3 +292,24 @@ def test_detector_box_exposes_a_scaled_shape_and_starts_the_model_crop(tmp_path)
     model_predictions(ds.subset([bad, 0]), rec, refine=0, start_boxes=nan[[bad, 0]])
     np.testing.assert_allclose(rec.seen[0], det[bad])  # from the detector's box
     np.testing.assert_allclose(rec.seen[1], landmark_box(ds.samples[0].landmarks), atol=1e-4)  # no detection: labels
+
+
+def test_model_trust_says_how_many_error_radii_the_labels_are_away():
+    """With a trust model (the bundled default), each label is measured in the model's own
+    90 % error radius: labels on the model's points are a fraction of a radius away, labels
+    moved by a tenth of the face are many radii away, and that sample ranks first."""
+    from conftest import EXAMPLES
+    from facepoints.data.samples import landmark_box
+
+    predictor = facepoints.load(threads=1)
+    samples = []
+    for photo in sorted(EXAMPLES.glob("*.jpg")):
+        for k, face in enumerate(predictor.predict(photo)):
+            samples.append(Sample(photo, face.landmarks.astype(np.float64), f"{photo.stem}_{k}"))
+    moved = samples[2]
+    b = landmark_box(moved.landmarks)
+    moved.landmarks = moved.landmarks + 0.1 * (b[2] - b[0])
+    rep = score_dataset(Dataset("examples", IBUG68, samples), predictor)
+    trust = {r.id: r.checks["model_trust"] for r in rep.ranked}
+    assert max(trust, key=trust.get) == moved.id and rep.ranked[0].id == moved.id
+    assert any("of the model's own 90 % error radius" in reason for reason in rep.ranked[0].reasons)

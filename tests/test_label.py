@@ -31,6 +31,11 @@ def test_photos_become_a_300w_dataset_with_confidences(tmp_path):
     assert sorted(ds.ids()) == ["astronaut_1.jpg", "two_faces_composite_1.jpg", "two_faces_composite_2.jpg"]
     conf = _confidences(out)
     assert set(conf) == set(ds.ids()) and all(0.3 < c <= 1 for c in conf.values())
+    # the bundled default has trust outputs: the confidence is the detector's score x its quality
+    import facepoints
+
+    face = facepoints.load().predict(EXAMPLES / "astronaut.jpg")[0]
+    assert conf["astronaut_1.jpg"] == pytest.approx(face.score * face.quality, abs=1e-4)
     # the two faces of one photo are different faces, kept in one group for splits
     a, b = (s for s in ds.samples if s.id.startswith("two_faces"))
     assert abs(a.landmarks[:, 0].mean() - b.landmarks[:, 0].mean()) > 200

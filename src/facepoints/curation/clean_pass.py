@@ -21,12 +21,14 @@ class ImagePass:
     and height (NaN where unreadable), ``errors`` (why an image could not be read, or
     None), ``detections`` (S, 4) the matched face box (:func:`match_detection`; NaN
     where none, or None without a detector), ``predictions`` (S, N, 2) (NaN where none,
-    or None without a model)."""
+    or None without a model), ``radii`` (S, N) the model's 90 % error radius per point in
+    pixels (a trust model; None otherwise)."""
 
     sizes: np.ndarray
     errors: list
     detections: np.ndarray | None = None
     predictions: np.ndarray | None = None
+    radii: np.ndarray | None = None
 
 
 def image_pass(ds: Dataset, predictor=None, detector=None, refine: int = 2, usable: np.ndarray | None = None,
@@ -73,10 +75,17 @@ def image_pass(ds: Dataset, predictor=None, detector=None, refine: int = 2, usab
             given = start_boxes if start_boxes is not None else out.detections
             if given is not None and np.isfinite(given[i]).all():
                 start = given[i]
-            p = predictor.landmarks_in_boxes(img, np.asarray(start, np.float64)[None])[0]
+            box = np.asarray(start, np.float64)
             for _ in range(refine):
-                p = predictor.landmarks_in_boxes(img, landmark_box(p)[None])[0]
-            out.predictions[i] = p
+                box = landmark_box(predictor.landmarks_in_boxes(img, box[None])[0])
+            # the last pass with the trust outputs, where the model has them
+            pts, radius, _ = (predictor.faces_in_boxes(img, box[None]) if hasattr(predictor, "faces_in_boxes")
+                              else (predictor.landmarks_in_boxes(img, box[None]), None, None))
+            out.predictions[i] = pts[0]
+            if radius is not None:
+                if out.radii is None:
+                    out.radii = np.full((n, ds.scheme.num_points), np.nan)
+                out.radii[i] = radius[0]
     return out
 
 

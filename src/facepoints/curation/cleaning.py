@@ -133,8 +133,9 @@ def score_dataset(ds: Dataset, predictor=None, predictions: np.ndarray | None = 
                       progress=progress, start_boxes=detections)
     sizes, size_err = seen.sizes, seen.errors
     detections = detections if detections is not None else seen.detections
+    radii = None
     if run_model is not None:
-        predictions = seen.predictions
+        predictions, radii = seen.predictions, seen.radii
         warnings.extend(e for k, e in enumerate(size_err) if e and usable[k])
     unreadable = np.array([e is not None for e in size_err], bool)
     hard["unreadable"] = unreadable
@@ -176,7 +177,7 @@ def score_dataset(ds: Dataset, predictor=None, predictions: np.ndarray | None = 
             raise ValueError(f"predictions have shape {P.shape}, the dataset's labels {L.shape}")
         ok = usable & np.isfinite(P).all(axis=(1, 2))
         if ok.sum() >= 5:
-            _model_checks(checks, L, P, ok, face, scheme)
+            _model_checks(checks, L, P, ok, face, scheme, radii)
 
     ranked = _combine(ds, checks, hard, hard_text, threshold,
                       P if predictions is not None else None)
@@ -292,7 +293,7 @@ def _fit_similarity(zl, zp, w):
     return cl, cp, a, zl0, zp0
 
 
-def _model_checks(checks: _Checks, L, P, ok, face, scheme) -> None:
+def _model_checks(checks: _Checks, L, P, ok, face, scheme, radii=None) -> None:
     S = len(L)
     idx = np.flatnonzero(ok)
     zl, zp = as_complex(L[idx]), as_complex(P[idx])
@@ -331,6 +332,14 @@ def _model_checks(checks: _Checks, L, P, ok, face, scheme) -> None:
     checks.add("model_local", robust_z(loc, floor=0.003),
                lambda i: f"model_local: the labels' shape differs from the model's landmarks by "
                          f"{loc[i]:.3f} of the face size per point (model error {err[i]:.3f})")
+    if radii is not None:
+        # the model's own uncertainty: how many of its 90 % error radii each label lies from
+        # its point (a hard face's labels may be far from the model's points, and it says so)
+        k = np.abs(zl - zp) / np.maximum(np.asarray(radii, np.float64)[idx], 1e-6)
+        beyond = full(np.nanmean(k, axis=-1))
+        checks.add("model_trust", robust_z(beyond, floor=0.1),
+                   lambda i: f"model_trust: the labels lie {beyond[i]:.1f} of the model's own 90 % error radius "
+                             "per point from its landmarks")
     for g, members in scheme.groups.items():
         v = full(local[:, list(members)].mean(-1))
         checks.add(f"model_local[{g}]", robust_z(v, floor=0.003),

@@ -3,10 +3,14 @@
 Every detected face becomes a sample named the 300-W way, ``PHOTO_K.jpg`` (face K of
 PHOTO, a copy of the photo; for a video, PHOTO is ``VIDEO_fFRAME``), so any dataset
 format can hold several faces of one photo and a split keeps them together. Each face
-gets a confidence in [0, 1]: the detector's score times an agreement term,
+gets a confidence in [0, 1]: the detector's score times the model's own ``quality``
+(teacher ``model`` with trust outputs, as the bundled models have: 0.5 for the median
+held-out face, lower for faces it is less sure of), or else times an agreement term,
 ``exp(-d / 0.05)``, where ``d`` is the mean distance, in face sizes (sqrt of the
 landmark box area), between two independent answers: the teacher's and the model's
 on the mirrored crop (teacher ``model``), or dlib's and the model's (teacher ``dlib``).
+On AFLW2000-3D's dev half (GT boxes, bundled default) quality flags the faces over 8 %
+NME with AUROC 0.995 against the flip agreement's 0.978, without the second pass.
 Confidences are written to ``confidence.csv`` beside the dataset; nothing is left out
 unless ``min_confidence`` asks for it, and then the count is reported.
 """
@@ -151,12 +155,17 @@ def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int =
                 box = landmark_box(plain)
                 if dlib_run is not None:
                     pts, other = dlib_run(img, box, hog_boxes=hog), plain
+                elif face.quality is not None and not use_flip:
+                    pts, other = plain, None  # the model's own quality: no second pass
                 else:
                     other = _mirrored_prediction(predictor, img, box)
                     pts = (plain + other) / 2 if use_flip else plain
-                size = float(np.sqrt(max(np.prod(box[2:] - box[:2]), 1.0)))
-                d = float(np.linalg.norm(pts - other, axis=1).mean() / size)
-                c = float(face.score) * float(np.exp(-d / 0.05))
+                if dlib_run is None and face.quality is not None:
+                    c = float(face.score) * float(face.quality)
+                else:
+                    size = float(np.sqrt(max(np.prod(box[2:] - box[:2]), 1.0)))
+                    d = float(np.linalg.norm(pts - other, axis=1).mean() / size)
+                    c = float(face.score) * float(np.exp(-d / 0.05))
                 if c < min_confidence:
                     dropped += 1
                     log.write(json.dumps({"below": name_of(photo, k)}) + "\n")
