@@ -118,6 +118,14 @@ def test_fit_trust_covers_90_percent_and_quality_ranks_the_bad_faces_last():
     rep = trust_report(errors, scale, cal, face_nme, fail_at=np.quantile(face_nme, 0.9))
     assert rep["coverage"] == pytest.approx(0.9, abs=0.01)
     assert rep["rank_corr"] > 0.4 and rep["fail_auroc"] > 0.75 and rep["selective_gain"] > 0.05
+    # a wider coverage is a wider radius, and it is stored; the quality scale can come from a part
+    wide = fit_trust(errors, scale, "test", coverage=0.95)
+    assert wide["coverage"] == 0.95 and all(w > n for w, n in zip(wide["radius90"], cal["radius90"]))
+    assert trust_report(errors, scale, wide, face_nme)["coverage"] == pytest.approx(0.95, abs=0.01)
+    part = fit_trust(np.concatenate([errors, 3 * errors]), np.concatenate([scale, scale]), quality_on=(errors, scale))
+    assert part["quality_scale"] > cal["quality_scale"]  # wider radii from the pooled errors, same faces' median
+    with pytest.raises(ValueError, match="coverage"):
+        fit_trust(errors, scale, coverage=1.0)
 
 
 def _tiny_trust_run(tmp_path, epochs=1):
@@ -146,6 +154,17 @@ def test_a_trust_run_reports_pose_and_trust_and_its_export_gives_faces_their_tru
     assert rec["pose_n[300w:pose 0-30]"] == 2 and rec["pose_n[300w:pose 60-90]"] == 2
     assert np.isfinite(rec["pose_nme_box[300w:pose balanced]"])
     assert 0 <= rec["trust_coverage[300w:pose]"] <= 1 and "trust_coverage[val]" in rec
+    # extra held-out faces join the calibration (fitted on both, reported apart), at the coverage asked
+    from facepoints.models.info import read_info
+    from facepoints.training.loop import calibrate_model
+
+    cfg = yaml.safe_load((tmp_path / "tiny.yaml").read_text())
+    cfg["data"]["trust_calibration"] = cfg["data"].pop("pose_val")
+    (tmp_path / "cal.yaml").write_text(yaml.safe_dump(cfg))
+    metrics = calibrate_model(load_config(tmp_path / "cal.yaml"), best, tmp_path / "cal.safetensors", coverage=0.95)
+    trust = read_info(tmp_path / "cal.safetensors").trust
+    assert trust["coverage"] == 0.95 and "+ 6 of 300w:pose" in trust["fitted_on"]
+    assert "trust_coverage[300w:pose]" in metrics and "trust_coverage[val]" in metrics
     report = export_model(best, "onnx", tmp_path / "m.onnx")
     assert report.ok
     predictor = facepoints.load(tmp_path / "m.onnx", detector=None)
@@ -188,3 +207,17 @@ def test_cli_profile_faces_turns_training_faces_only_and_never_writes_into_a_ful
     assert json.loads((out / "provenance.json").read_text())["faces"] == len(train_ids)
     again = CliRunner().invoke(app, ["profile-faces", str(cfg), "--out", str(out)])
     assert again.exit_code == 2 and "not empty" in again.output
+    # the validation faces, turned: for calibration (data.trust_calibration), refused as training data
+    val_out = tmp_path / "turned-val"
+    res = CliRunner().invoke(app, ["profile-faces", str(cfg), "--out", str(val_out), "--split", "val",
+                                   "--low", "40", "--high", "50"])
+    assert res.exit_code == 0 and "validation faces" in res.output, res.output
+    assert {s.id.rsplit("_p", 1)[0] for s in read_dataset(f"300w:{val_out}")}.isdisjoint(train_ids)
+    assert json.loads((val_out / "provenance.json").read_text())["split"] == "val"
+    leak = tmp_path / "leak.yaml"
+    leak.write_text(yaml.safe_dump({"data": {"train": [f"300w:{faces}", f"300w:{val_out}"],
+                                             "cache_dir": str(tmp_path / "cache")}}))
+    from facepoints.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="made from val faces"):
+        make_splits(load_config(leak))

@@ -424,10 +424,14 @@ def profile_faces(
     low: float = typer.Option(25.0, min=0, max=90, help="smallest target |yaw|, degrees"),
     high: float = typer.Option(80.0, min=0, max=90, help="largest target |yaw|, degrees"),
     seed: int = typer.Option(0),
+    split: str = typer.Option("train", "--split", help="train (training data), or val: turned copies of the "
+                              "validation faces, to calibrate and measure on (data.trust_calibration; training on "
+                              "them is refused)"),
 ):
-    """Large-pose training faces made from the config's training faces (face profiling,
-    as 300W-LP): fit a 3-D face to the 68 labels, turn it in yaw, warp the photo; the
-    labels follow the 3-D face, far-side points included. Validation faces are never used."""
+    """Large-pose faces made from the config's training faces (face profiling, as 300W-LP):
+    fit a 3-D face to the 68 labels, turn it in yaw, warp the photo; the labels follow the
+    3-D face, far-side points included. --split val turns the validation faces instead, for
+    calibration and measurement only."""
     needs_training_install("profile-faces")
     import json as _json
 
@@ -437,23 +441,28 @@ def profile_faces(
 
     if low > high:
         fail(f"--low {low} is above --high {high}")
+    if split not in ("train", "val"):
+        fail(f"--split {split}: choose train or val")
     if out.exists() and any(out.iterdir()):
         fail(f"{out}: exists and is not empty; choose a new folder")
     cfg = load_config(config)  # a ConfigError is one error: line (the command group catches it)
     splits = make_splits(cfg)
-    picked = [i for i, s in enumerate(splits.train.samples)
+    part = splits.train if split == "train" else splits.val
+    picked = [i for i, s in enumerate(part.samples)
               if not source or any(t in s.attributes["source"] for t in source)]
     if not picked:
-        fail(f"{config}: no training face comes from a source containing {source}")
+        fail(f"{config}: no {split} face comes from a source containing {source}")
     try:
-        n = write_profiled(splits.train.subset(picked, "profiled"), out, copies, seed, low, high)
+        n = write_profiled(part.subset(picked, "profiled"), out, copies, seed, low, high)
     except ValueError as e:
         fail(str(e))
     (out / "provenance.json").write_text(_json.dumps(
-        {"config": str(config.resolve()), "sources": sorted({splits.train.samples[i].attributes["source"] for i in picked}),
+        {"config": str(config.resolve()), "split": split,
+         "sources": sorted({part.samples[i].attributes["source"] for i in picked}),
          "faces": len(picked), "copies": copies, "yaw_range": [low, high], "seed": seed,
          "method": "facepoints.data.profiling (MediaPipe canonical face, Apache-2.0)"}, indent=1))
-    typer.echo(f"wrote {n} turned faces from {len(picked)} training faces to {out}")
+    typer.echo(f"wrote {n} turned faces from {len(picked)} {'training' if split == 'train' else 'validation'} "
+               f"faces to {out}")
 
 
 @app.command("calibrate-trust")
@@ -462,6 +471,9 @@ def calibrate_trust(
     model: Path = typer.Argument(..., help="model file (.safetensors) trained with model.pip_trust: true"),
     out: Path = typer.Option(..., "--out", "-o", help="the calibrated model file to write (not the input)"),
     as_json: bool = typer.Option(False, "--json", help="print the trust metrics as JSON on stdout"),
+    coverage: float = typer.Option(0.9, "--coverage", min=0.5, max=0.99, help="share of held-out errors each "
+                                   "point's error radius holds (fitted on the validation split and "
+                                   "data.trust_calibration)"),
 ):
     """Fit a model's trust calibration (90 % error radius per point, quality scale) on the
     config's validation split and write the model with it; reports coverage, rank
@@ -476,7 +488,7 @@ def calibrate_trust(
     if out.resolve() == model.resolve():
         fail(f"--out {out} is the input model; write the calibrated model to a new file")
     try:
-        metrics = calibrate_model(load_config(config), model, out)
+        metrics = calibrate_model(load_config(config), model, out, coverage)
     except (ConfigError, ModelFileError) as e:
         fail(str(e))
     if as_json:

@@ -69,6 +69,10 @@ class DataConfig(_Strict):
                                 "face (a 300-W folder with yaw.csv), reported by the AFLW2000-3D protocol "
                                 "(NME by the landmark box per |yaw| bucket 0-30, 30-60, 60-90 degrees and "
                                 "their balanced mean) apart from val_nme_io, which they do not enter")
+    trust_calibration: list[str] = Field(default_factory=list, description="held-out datasets whose faces join "
+                                         "the validation split where a trust model's 90 % error radius is fitted "
+                                         "(e.g. turned copies of the validation faces: profile-faces --split val); "
+                                         "never trained on, reported apart as trust_*[NAME]")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="held out by group (person, photo)")
     subset: int | None = Field(None, ge=1, description="use at most this many training samples")
     val_subset: int | None = Field(None, ge=1, description="validate on at most this many held-out samples "
@@ -357,7 +361,7 @@ def _set_value_paths(key: str, value, base: Path):
             return {**value, "spec": _spec(value.get("spec"), base)} if isinstance(value, dict) else _spec(value, base)
         if parts[1] == "train" and leaf == "spec":
             return _spec(value, base)
-        if parts[1] in ("val", "pose_val"):
+        if parts[1] in ("val", "pose_val", "trust_calibration"):
             return [_spec(v, base) for v in value] if isinstance(value, list) else _spec(value, base)
     return value
 
@@ -406,7 +410,7 @@ def resolve_paths(raw: dict, base: Path) -> dict:
         if isinstance(train, list):
             data["train"] = [{**t, "spec": _spec(t.get("spec"), base)} if isinstance(t, dict) else _spec(t, base)
                              for t in train]
-        for key in ("val", "pose_val"):
+        for key in ("val", "pose_val", "trust_calibration"):
             if isinstance(data.get(key), list):
                 data[key] = [_spec(v, base) for v in data[key]]
         for key in ("exclude", "cache_dir"):

@@ -58,7 +58,22 @@ class ResumeError(FacepointsError, ValueError):
 
 
 def make_splits(cfg: TrainConfig) -> Splits:
-    """The config's training and validation splits (:func:`facepoints.data.splits.split_sources`)."""
+    """The config's training and validation splits (:func:`facepoints.data.splits.split_sources`).
+    A training source made from validation faces (``profile-faces --split val``: its
+    provenance.json says so) is refused: training on it would leak the validation split."""
+    from facepoints.training.config import ConfigError
+
+    for src in cfg.data.train:
+        folder = Path(src.spec.partition(":")[2])
+        prov = folder / "provenance.json" if folder.is_dir() else None
+        if prov is not None and prov.is_file():
+            try:
+                split = json.loads(prov.read_text()).get("split", "train")
+            except (OSError, ValueError):
+                split = "train"
+            if split != "train":
+                raise ConfigError(f"data.train {src.spec}: made from {split} faces ({prov}); use it in "
+                                  "data.trust_calibration or data.val, never to train")
     return split_sources(cfg.data, cfg.seed)
 
 
@@ -161,27 +176,38 @@ def data_fingerprint(data: "TrainData") -> dict:
 
 def trust_passes(model, data: "TrainData", input_size: int) -> list:
     """A trust model's (landmarks, scale, visibility) on the validation crops, then on each
-    ``data.pose_val`` set's."""
+    ``data.pose_val`` set's, then on each ``data.trust_calibration`` set's."""
     from facepoints.training.trust import trust_outputs
 
-    return [trust_outputs(model, c.images, input_size) for c in [data.val, *(c for _, c, _ in data.pose)]]
+    caches = [data.val, *(c for _, c, _ in data.pose), *(c for _, c in data.calibration)]
+    return [trust_outputs(model, c.images, input_size) for c in caches]
 
 
-def validate_trust(model, data: "TrainData", scheme, input_size: int, outputs: list | None = None) -> tuple[dict, dict]:
-    """For a model with a trust branch: its calibration fitted on the validation crops
-    (:func:`facepoints.training.trust.fit_trust`), and how it does there and on each
+def validate_trust(model, data: "TrainData", scheme, input_size: int, outputs: list | None = None,
+                   coverage: float = 0.9) -> tuple[dict, dict]:
+    """For a model with a trust branch: its calibration fitted on the validation crops and
+    the ``data.trust_calibration`` sets' (:func:`facepoints.training.trust.fit_trust`; the
+    quality scale on the validation crops alone), and how it does on each of them and on each
     ``data.pose_val`` set (``trust_coverage[NAME]``, ``trust_rank_corr[...]``,
     ``trust_fail_auroc[...]``, ``trust_selective_gain[...]``; see ``trust_report``).
     ``outputs``: :func:`trust_passes` of the model, when already computed."""
     from facepoints.training.trust import fit_trust, point_errors_crop, trust_report
 
     outputs = outputs or trust_passes(model, data, input_size)
-    (pred, scale, vis), *pose_outputs = outputs
+    (pred, scale, vis), rest = outputs[0], outputs[1:]
+    pose_outputs, calib_outputs = rest[:len(data.pose)], rest[len(data.pose):]
     err = point_errors_crop(pred, data.val.points, input_size)
-    cal = fit_trust(err, scale, f"{len(err)} validation faces of the training split")
     sets = [("val", data.val, pred, scale, vis, err)]
     for (name, cache, _), (p, sc, v) in zip(data.pose, pose_outputs):
         sets.append((name, cache, p, sc, v, point_errors_crop(p, cache.points, input_size)))
+    calib = []
+    for (name, cache), (p, sc, v) in zip(data.calibration, calib_outputs):
+        calib.append((name, cache, p, sc, v, point_errors_crop(p, cache.points, input_size)))
+    fitted_on = f"{len(err)} validation faces of the training split" + "".join(
+        f" + {len(c[5])} of {c[0]}" for c in calib)
+    cal = fit_trust(np.concatenate([err, *(c[5] for c in calib)]), np.concatenate([scale, *(c[3] for c in calib)]),
+                    fitted_on, quality_on=(err, scale), coverage=coverage)
+    sets += calib
     metrics = {}
     for name, cache, p, sc, v, e in sets:
         face_nme = nme(p, cache.points, scheme, "box")
@@ -202,6 +228,7 @@ class TrainData:
     val_yaws: list[str]          # per validation crop: its |yaw| bucket ("" unknown)
     train_visible: np.ndarray | None = None   # (M, P) per training crop: 1 seen, 0 hidden (None: all seen)
     pose: list[tuple[str, CropCache, np.ndarray]] = field(default_factory=list)  # data.pose_val: (name, crops, yaws)
+    calibration: list[tuple[str, CropCache]] = field(default_factory=list)  # data.trust_calibration: (name, crops)
 
 
 def load_data(cfg: TrainConfig, splits: Splits | None = None, progress: bool = False, lead: bool = True) -> TrainData:
@@ -239,8 +266,14 @@ def load_data(cfg: TrainConfig, splits: Splits | None = None, progress: bool = F
             cache = build_cache(ds, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir, progress=progress,
                                 skip_bad_images=skip)
             pose.append((name, cache, np.array([ds.samples[i].attributes["yaw"] for i in cache.positions()])))
+    calibration = []
+    if lead:
+        for spec, name in source_labels(cfg.data.trust_calibration).items():
+            ds = read_dataset(spec, cfg.data.scheme, skip_missing=cfg.data.skip_missing)
+            calibration.append((name, build_cache(ds, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir,
+                                                  progress=progress, skip_bad_images=skip)))
     return TrainData(scheme, train_cache, val_cache, repeats, [s.attributes["source"] for s in val_samples],
-                     yaw_buckets(val_samples, scheme) if lead else [], visible, pose)
+                     yaw_buckets(val_samples, scheme) if lead else [], visible, pose, calibration)
 
 
 def validate_pose(model, pose: list[tuple[str, CropCache, np.ndarray]], scheme, input_size: int,
@@ -259,7 +292,7 @@ def validate_pose(model, pose: list[tuple[str, CropCache, np.ndarray]], scheme, 
     return out
 
 
-def calibrate_model(cfg: TrainConfig, model_path, out) -> dict:
+def calibrate_model(cfg: TrainConfig, model_path, out, coverage: float = 0.9) -> dict:
     """Fit a trust-branch model file's calibration on the config's validation split
     (:func:`validate_trust`) and write the model, calibration included, to ``out``.
     Returns the trust metrics (validation split and ``data.pose_val`` sets)."""
@@ -270,7 +303,7 @@ def calibrate_model(cfg: TrainConfig, model_path, out) -> dict:
     if info.landmark_scheme.num_points != data.scheme.num_points or info.input_size != cfg.model.input_size:
         raise ModelFileError(f"{model_path}: {info.landmark_scheme.num_points} points at {info.input_size} px; the "
                              f"config's data has {data.scheme.num_points} points and crops at {cfg.model.input_size} px")
-    info.trust, metrics = validate_trust(model, data, data.scheme, info.input_size)
+    info.trust, metrics = validate_trust(model, data, data.scheme, info.input_size, coverage=coverage)
     save_model(model, info, out)
     return metrics
 
@@ -677,7 +710,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
             metrics = validate(final(), data.val, scheme, m.input_size, data.val_sources, data.val_yaws,
                                pred=outputs[0][0] if outputs else None)
             metrics.update(validate_pose(final(), data.pose, scheme, m.input_size,
-                                         preds=[o[0] for o in outputs[1:]] if outputs else None))
+                                         preds=[o[0] for o in outputs[1:1 + len(data.pose)]] if outputs else None))
             if outputs:
                 info.trust, trust_metrics = validate_trust(final(), data, scheme, m.input_size, outputs)
                 metrics.update(trust_metrics)

@@ -3,7 +3,7 @@
 The network gives, per landmark, an error scale ``b`` (crop units) and a visibility
 probability. Calibration, fitted on held-out faces and stored in the model file
 (``ModelInfo.trust``), turns the scale into a radius: per landmark the factor ``k`` such
-that 90 % of the held-out errors lie within ``k * b``; and it fixes the quality scale:
+that 90 % (``coverage``, stored with it) of the held-out errors lie within ``k * b``; and it fixes the quality scale:
 a face's quality is ``2 ** -(mean radius / quality_scale)``, so the median held-out
 face scores 0.5.
 """
@@ -38,14 +38,19 @@ def point_errors_crop(pred: np.ndarray, gt: np.ndarray, input_size: int) -> np.n
     return np.linalg.norm(pred - gt, axis=-1) / (input_size - 1)
 
 
-def fit_trust(errors: np.ndarray, scale: np.ndarray, fitted_on: str = "") -> dict:
+def fit_trust(errors: np.ndarray, scale: np.ndarray, fitted_on: str = "", quality_on=None,
+              coverage: float = COVERAGE) -> dict:
     """The calibration (see the module doc) from per-point errors and scales (M, P), both
-    in crop units."""
+    in crop units. ``quality_on``: ``(errors, scale)`` of the faces whose median sets the
+    quality scale (quality 0.5), when not all of them (the validation split, not the extra
+    calibration sets). ``coverage``: the share of held-out errors each radius holds."""
+    if not 0.5 <= coverage < 1:
+        raise ValueError(f"coverage must be in [0.5, 1), got {coverage}")
     ratio = errors / np.maximum(scale, 1e-9)
-    factors = np.quantile(ratio, COVERAGE, axis=0)
-    radius = factors[None] * scale
+    factors = np.quantile(ratio, coverage, axis=0)
+    radius = factors[None] * (scale if quality_on is None else quality_on[1])
     return {"radius90": [float(f) for f in factors], "quality_scale": float(np.median(radius.mean(1))),
-            "coverage": COVERAGE, "faces": int(len(errors)), "fitted_on": fitted_on}
+            "coverage": float(coverage), "faces": int(len(errors)), "fitted_on": fitted_on}
 
 
 def _auroc(score: np.ndarray, positive: np.ndarray) -> float | None:
