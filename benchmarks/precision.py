@@ -7,8 +7,8 @@ Methods, all fed the same crops one face at a time (batch 1, 1 thread, no flip):
 ONNX Runtime fp32 (the `facepoints export --format onnx` file), ONNX Runtime int8 in
 three forms (static quantisation, calibrated on faces of the *training* split: QDQ with
 int8 activations, QDQ with uint8 activations, QOperator with uint8 activations; weights
-int8 per channel, the PIP decoding kept fp32), OpenVINO fp32 on the same ONNX file (where
-``openvino`` is installed), PyTorch fp32, PyTorch bf16 and fp16 (``torch.autocast`` on the
+int8 per channel, the PIP decoding kept fp32), OpenVINO on the same ONNX file at fp32 and
+bf16 (where ``openvino`` is installed; bf16 is what it picks by itself on a CPU with AMX), PyTorch fp32, PyTorch bf16 and fp16 (``torch.autocast`` on the
 CPU; the weights stay fp32).
 
 Accuracy: NME (inter-ocular, %) on ``--limit`` faces of the validation split of the
@@ -41,12 +41,14 @@ WARMUP = 3
 
 
 class OpenVinoRunner:
-    """An ONNX file compiled by OpenVINO for the CPU, one thread: a Predictor backend."""
+    """An ONNX file compiled by OpenVINO for the CPU, one thread, at a given inference
+    precision (OpenVINO's own default is bf16 on CPUs with AMX / AVX-512 BF16): a Predictor backend."""
 
-    def __init__(self, path):
+    def __init__(self, path, precision):
         import openvino as ov
 
-        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY"})
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY",
+                                                              "INFERENCE_PRECISION_HINT": precision})
         self.request, self.output = compiled.create_infer_request(), compiled.outputs[0]
 
     def __call__(self, batch):
@@ -127,7 +129,10 @@ def main():
         "ONNX Runtime fp32": (pred(OnnxRunner(fp32_onnx, threads=1)), f"{mb(fp32_onnx)} (.onnx)"),
         **{f"ONNX Runtime int8 ({'QDQ' if f == 'qdq' else 'QOperator'}, {'S8S8' if a == 'int8' else 'U8S8'}, per-channel)":
            (pred(OnnxRunner(path, threads=1)), f"{mb(path)} (.onnx)") for (f, a), path in int8.items()},
-        "OpenVINO fp32 (CPU plugin)": (lambda: pred(OpenVinoRunner(fp32_onnx)), f"{mb(fp32_onnx)} (.onnx)"),
+        "OpenVINO fp32 (CPU plugin, precision hint f32)": (lambda: pred(OpenVinoRunner(fp32_onnx, "f32")),
+                                                           f"{mb(fp32_onnx)} (.onnx)"),
+        "OpenVINO bf16 (precision hint bf16; its default on AMX CPUs, `runtime=\"openvino\"`)": (
+            lambda: pred(OpenVinoRunner(fp32_onnx, "bf16")), f"{mb(fp32_onnx)} (.onnx)"),
         "PyTorch fp32": (pred(TorchRunner(model)), f"{mb(model_path)} (.safetensors)"),
         "PyTorch bf16 (autocast, CPU)": (pred(AutocastRunner(model, torch.bfloat16)), "same fp32 file"),
         "PyTorch fp16 (autocast, CPU)": (pred(AutocastRunner(model, torch.float16)), "same fp32 file"),

@@ -3,6 +3,7 @@ dataset the test writes, the Python API and the CLI."""
 
 import json
 
+import sys
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -216,3 +217,24 @@ def test_predict_takes_pil_images_bgr_arrays_grey_and_lists():
     assert len(grey) == len(want)
     with pytest.raises(ValueError, match="must be uint8"):
         predictor.predict(rgb.astype(np.float32))
+
+
+def test_openvino_runtime_gives_the_onnx_runtime_faces(monkeypatch):
+    """runtime="openvino" runs the same ONNX file (bf16 on CPUs with AMX): the same faces,
+    landmarks within a pixel, the trust outputs too; without OpenVINO one clear error."""
+    pytest.importorskip("openvino")
+    import facepoints
+    from facepoints.errors import MissingDependency, UsageError
+
+    photo = EXAMPLES / "two_faces_composite.jpg"
+    a, b = facepoints.load(runtime="openvino").predict(photo), facepoints.load().predict(photo)
+    assert len(a) == len(b) == 2
+    for fa, fb in zip(a, b):
+        io = np.linalg.norm(fb.landmarks[36] - fb.landmarks[45])
+        assert np.abs(fa.landmarks - fb.landmarks).max() < 0.02 * io
+        assert fa.error_radius is not None and abs(fa.quality - fb.quality) < 0.05
+    with pytest.raises(UsageError, match="choose auto, onnx, openvino or torch"):
+        facepoints.load(runtime="tensorflow")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(MissingDependency, match="facepoints\\[openvino\\]"):
+        facepoints.load(runtime="openvino")

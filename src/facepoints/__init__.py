@@ -20,22 +20,34 @@ def load(model=None, detector: str | object | None = "auto", device: str = "cpu"
     files run on ONNX Runtime without importing PyTorch (``threads``: the network's and
     the face detector's threads, 1 by default); a ``.safetensors`` file needs the training install (PyTorch): it is
     exported once and cached (``runtime="auto"``), or kept in PyTorch (``runtime="torch"``,
-    or ``device="cuda"``). Other keywords go to :class:`~facepoints.inference.predictor.Predictor`
+    or ``device="cuda"``); ``runtime="openvino"`` runs the ONNX file on OpenVINO (optional
+    extra). Other keywords go to :class:`~facepoints.inference.predictor.Predictor`
     (``refine``, ``flip``, ``detect_size``, ``max_faces``). ``memory_arena=False`` returns a
     large batch's memory after each call (the service's setting). ``detector``: a name, a detector object, None
     (boxes given to ``predict``), or "auto": the one the model file recommends, else YuNet."""
     from pathlib import Path
 
     from facepoints.inference.predictor import Predictor
-    from facepoints.inference.runtime import OnnxRunner, onnx_file
+    from facepoints.inference.runtime import OnnxRunner, OpenVinoRunner, onnx_file
     from facepoints.models.info import BUNDLED_MODELS, ModelFileError, bundled_name
+
+    if runtime not in ("auto", "onnx", "openvino", "torch"):
+        from facepoints.errors import UsageError
+
+        raise UsageError(f"runtime {runtime!r}: choose auto, onnx, openvino or torch")
 
     if model is not None and bundled_name(model) is None and not Path(model).exists():
         raise ModelFileError(f"{model}: no such model file, and not a bundled model (bundled: "
                              f"{', '.join(BUNDLED_MODELS)})")
-    path = onnx_file(model) if runtime in ("auto", "onnx") and device == "cpu" else None
+    path = onnx_file(model) if runtime in ("auto", "onnx", "openvino") and device == "cpu" else None
+    if runtime == "openvino" and path is None:
+        from facepoints.errors import UsageError
+
+        raise UsageError(f"{model}: runtime openvino runs an ONNX file or a bundled model (export a .safetensors "
+                         "file with facepoints export first)")
     if path is not None:
-        run = OnnxRunner(path, threads=threads or 1, memory_arena=memory_arena)
+        run = (OpenVinoRunner(path, threads=threads or 1) if runtime == "openvino" else
+               OnnxRunner(path, threads=threads or 1, memory_arena=memory_arena))
         info = run.info()
     else:
         from facepoints.models.info import ModelFileError

@@ -35,6 +35,8 @@ FlipOpt = typer.Option(None, "--flip/--no-flip",
 RefineOpt = typer.Option(None, "--refine", min=0, max=3,
                          help="passes that crop again around the predicted landmarks after the detector box "
                               "(default: as the model file recommends, else 1; 0 is fastest)")
+RuntimeOpt = typer.Option("auto", "--runtime", help="auto (ONNX Runtime for ONNX files and the bundled models), "
+                          "onnx, openvino (OpenVINO: bf16 on CPUs with AMX, needs facepoints[openvino]), or torch")
 ModelOpt = typer.Option(None, "--model", "-m", help="model file (.onnx, or .safetensors with the training install), "
                         "or a bundled model by name: default (used when not given) or fast")
 DetectSizeOpt = typer.Option(None, "--detect-size", min=32,
@@ -130,6 +132,7 @@ def predict(
     detector: str = DetectorOpt,
     detect_size: Optional[int] = DetectSizeOpt,
     threads: int = typer.Option(1, min=1, help="CPU threads for the network (with one worker)"),
+    runtime: str = RuntimeOpt,
     flip: Optional[bool] = FlipOpt,
     refine: Optional[int] = RefineOpt,
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="a progress bar with rate and ETA "
@@ -147,7 +150,8 @@ def predict(
     if not files:
         fail("no images given (folders are searched for .jpg/.png/...)")
     options = {"model": str(model) if model is not None else None, "detector": detector, "flip": flip,
-               "refine": refine, "detect_size": detect_size, "inputs": [str(f) for f in files], "to_scheme": to_scheme}
+               "refine": refine, "detect_size": detect_size, "inputs": [str(f) for f in files], "to_scheme": to_scheme,
+               "runtime": runtime}
     if engine not in ("local", "ray"):
         fail(f"--engine {engine}: choose local or ray")
     if ray_address is not None and engine != "ray":
@@ -159,7 +163,7 @@ def predict(
     n_workers = min(workers or batch.default_workers(), len(files))
     # the model and detector are checked here, once, before any image (one line if they cannot work)
     predictor = facepoints.load(model, detector=detector, threads=threads, flip=flip, detect_size=detect_size,
-                                refine=refine)
+                                refine=refine, runtime=runtime)
     if predictor._detector_spec is not None:
         predictor.detector
     if to_scheme is not None:

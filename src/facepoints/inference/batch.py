@@ -96,7 +96,7 @@ def _init_worker(factory, options: dict) -> None:
     global _PREDICTOR, _OPTIONS
     _OPTIONS = options
     _PREDICTOR = factory(options.get("model"), detector=options.get("detector", "auto"), threads=1,
-                         **{k: v for k, v in options.items() if k in ("flip", "refine", "detect_size")})
+                         **{k: v for k, v in options.items() if k in ("flip", "refine", "detect_size", "runtime")})
 
 
 def _one(item: tuple[str, list | None]) -> dict:

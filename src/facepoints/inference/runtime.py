@@ -99,6 +99,46 @@ class OnnxRunner:
         return landmarks, trust
 
 
+class OpenVinoRunner:
+    """An ONNX file compiled by OpenVINO for the CPU (an optional runtime: ``pip install
+    'facepoints[openvino]'``; ``facepoints.load(model, runtime="openvino")``, ``predict
+    --runtime openvino``). Same file, same outputs as :class:`OnnxRunner`: its metadata
+    is read and checked by ONNX Runtime once, then OpenVINO runs the graph (one thread by
+    default, latency mode) at OpenVINO's own inference precision for the CPU: bf16 where
+    the CPU has AMX or AVX-512 BF16 (landmarks within a fraction of a pixel of fp32's, same
+    NME), fp32 elsewhere. benchmarks/precision.md compares them."""
+
+    def __init__(self, path: str | Path, threads: int | None = 1):
+        try:
+            import openvino as ov
+        except ImportError:
+            from facepoints.errors import MissingDependency
+
+            raise MissingDependency("runtime openvino needs OpenVINO: pip install 'facepoints[openvino]'") from None
+        checked = OnnxRunner(path)  # the metadata and graph checks, then let go of that session
+        self.path, self._info, self.output_names = checked.path, checked.info(), checked.output_names
+        self.has_trust = checked.has_trust
+        del checked
+        compiled = ov.Core().compile_model(str(self.path), "CPU", {"INFERENCE_NUM_THREADS": int(threads or 1),
+                                                                    "PERFORMANCE_HINT": "LATENCY"})
+        self.request = compiled.create_infer_request()
+        self._outputs = {name: compiled.output(name) for name in self.output_names}
+
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def _infer(self, batch):
+        return self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._infer(batch)[self._outputs[self.output_names[0]]])
+
+    def run_trust(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        res = self._infer(batch)
+        landmarks = np.asarray(res[self._outputs[self.output_names[0]]])
+        return landmarks, (np.asarray(res[self._outputs["trust"]]) if self.has_trust else None)
+
+
 def is_onnx(path: str | Path | None) -> bool:
     return path is not None and Path(path).suffix.lower() in ONNX_SUFFIXES
 
