@@ -117,7 +117,8 @@ def main():
     int8 = {}
     for fmt, act in (("qdq", "int8"), ("qdq", "uint8"), ("qoperator", "uint8")):
         int8[fmt, act] = quantize_onnx(fp32_onnx, tmp / f"int8-{fmt}-{act}.onnx", crops,
-                                       int8_info(info, note, len(crops)), fmt=fmt, activations=act)
+                                       int8_info(info, note, len(crops), fmt=fmt, activations=act),
+                                       fmt=fmt, activations=act)
     quant_s = time.perf_counter() - t
     print(f"int8: calibrated on {note} in {quant_s:.1f} s", flush=True)
 

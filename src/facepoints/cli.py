@@ -551,8 +551,8 @@ def export_cmd(
     opset: int = typer.Option(17, help="ONNX opset"),
     tolerance: float = typer.Option(0.1, help="largest landmark difference to the PyTorch model allowed, in image pixels"),
     as_json: bool = typer.Option(False, "--json", help="print the parity report as JSON on stdout"),
-    int8: bool = typer.Option(False, "--int8", help="ONNX only: static int8 quantisation (ONNX Runtime, QDQ, "
-                              "per-channel weights) calibrated on real face crops"),
+    int8: bool = typer.Option(False, "--int8", help="ONNX only: static int8 quantisation (ONNX Runtime, QOperator, "
+                              "uint8 activations, per-channel int8 weights) calibrated on real face crops"),
     calibration: Optional[str] = typer.Option(None, "--calibration", help="with --int8: FORMAT:PATH dataset to calibrate "
                                               "on (ground-truth boxes); default: the example photos (detector boxes)"),
     calibration_faces: int = typer.Option(200, "--calibration-faces", help="with --int8: at most this many calibration faces"),
