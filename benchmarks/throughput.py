@@ -9,8 +9,8 @@ What is timed: whole jobs as a user runs them, wall clock from start to exit:
 model load, decoding, detection, landmarks, JSON lines; no progress bar). dlib (HOG
 detector upsampled once + the 68-point ERT on every face found) and MediaPipe Face Mesh
 (its own detector + mesh, in its own venv, decoding inside its worker) run the same
-images in loops in 1 and 2 processes. Photos: the 300-W sets given (2,337 photos of AFW
-and HELEN train by default, decoded at their own size); the peers are slow on large
+images in loops in 1 and 2 processes. Photos: the 300-W sets given (AFW, HELEN train and
+LFPW train by default: 2,012 photos, decoded at their own size); the peers are slow on large
 photos, so they run every ``--peer-every``-th photo, and facepoints runs that subset
 too (1 worker), for the side-by-side ratios. Methods take turns: each round runs every
 job once, the next round in reverse order, and a job's rate is its total images over
@@ -181,7 +181,8 @@ def ray_check(paths: list[str], tmp: Path) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     shared = ROOT.parent / "shared" / "data" / "300w"
-    ap.add_argument("--photos", nargs="+", default=[str(shared / "afw"), str(shared / "helen" / "trainset")],
+    ap.add_argument("--photos", nargs="+", default=[str(shared / "afw"), str(shared / "helen" / "trainset"),
+                                                    str(shared / "lfpw" / "trainset")],
                     help="folders of photos (every .jpg/.png in them)")
     ap.add_argument("--peer-every", type=int, default=8, help="dlib and MediaPipe run every N-th photo")
     ap.add_argument("--rounds", type=int, default=2)

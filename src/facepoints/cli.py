@@ -131,7 +131,8 @@ def predict(
                                               "(auto, ray://HEAD:10001); default: RAY_ADDRESS, else a local instance"),
     detector: str = DetectorOpt,
     detect_size: Optional[int] = DetectSizeOpt,
-    threads: int = typer.Option(1, min=1, help="CPU threads for the network (with one worker)"),
+    threads: int = typer.Option(1, min=1, help="CPU threads for the network and OpenCV (with one worker; "
+                                "each of several workers has one)"),
     runtime: str = RuntimeOpt,
     flip: Optional[bool] = FlipOpt,
     refine: Optional[int] = RefineOpt,
@@ -183,25 +184,28 @@ def predict(
         jsonl.parent.mkdir(parents=True, exist_ok=True)
         sink_file = open(jsonl, "a", encoding="utf-8", errors="surrogateescape")
 
-    def sink(rec: dict) -> None:
+    def sink(line: batch.Line) -> None:  # the JSON text comes made from the workers
         if sink_file is not None:
-            sink_file.write(json.dumps(rec) + "\n")
+            sink_file.write(line.text + "\n")
             sink_file.flush()
-        if "error" in rec:
-            typer.echo(f"error: {rec['error']}", err=True)
+        if line.error:
+            typer.echo(f"error: {line.error}", err=True)
         elif as_json:
-            typer.echo(json.dumps(rec))
+            typer.echo(line.text)
         elif sink_file is None:
-            typer.echo(f"{rec['image']}: {len(rec['faces'])} face(s)")
+            typer.echo(f"{line.image}: {line.faces} face(s)")
 
     show = progress if progress is not None else (jsonl is not None and sys.stderr.isatty())
     local_one = n_workers == 1 and engine == "local"
-    if local_one:  # in this process, on the predictor just checked
+    if local_one:  # in this process, on the predictor just checked, on --threads cores (OpenCV's too)
         batch._PREDICTOR, batch._OPTIONS = predictor, options
+        import cv2
+
+        cv2.setNumThreads(threads)
     try:
         report = batch.run_batch(files, options, sink, workers=(workers if engine == "ray" else n_workers),
                                  targets=targets, done=done, progress=show, preloaded=local_one,
-                                 factory=facepoints.load, engine=engine, ray_address=ray_address)
+                                 factory=facepoints.load, engine=engine, ray_address=ray_address, lines=True)
     finally:
         if sink_file is not None:
             sink_file.close()

