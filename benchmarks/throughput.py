@@ -242,7 +242,7 @@ def main(argv=None) -> int:
 
     cmd = "python benchmarks/throughput.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     lines = report_header("Throughput: batch jobs on every core", cmd, args.note)
-    lines += [f"Photos: {len(paths)} ({', '.join(Path(p).name for p in args.photos)}; decoded at their own size, "
+    lines += [f"Photos: {len(paths)} ({', '.join('/'.join(Path(p).parts[-2:]) for p in args.photos)}; decoded at their own size, "
               f"median {np.median([os.path.getsize(p) for p in paths]) / 1e3:.0f} kB); the peers' subset every "
               f"{args.peer_every}-th: {len(peers)}. {args.rounds} rounds, the order reversed each round; "
               f"{time.perf_counter() - t0:.0f} s in all. Whole jobs, wall clock (process start and model load "
