@@ -335,3 +335,27 @@ def test_a_model_file_can_recommend_the_detector(tmp_path):
     with pytest.raises(ValueError, match="unknown face detector 'mtcnn'"):
         InferenceConfig(detector="mtcnn")
     assert InferenceConfig(detector=" BlazeFace ").detector == "blazeface"
+
+
+def test_yunet_on_onnx_runtime_finds_what_opencv_finds():
+    """The default YuNet path (its network on ONNX Runtime, OpenCV's decoding and NMS in
+    NumPy) gives cv2.FaceDetectorYN's faces: same count, boxes, scores and keypoints."""
+    from facepoints.data.images import read_image
+    from facepoints.inference.detectors import YuNetDetector
+
+    a, b = YuNetDetector(runtime="opencv"), YuNetDetector()
+    assert b.runtime == "onnxruntime"
+    found = 0
+    for photo in sorted(EXAMPLES.glob("*.jpg")):
+        img = read_image(photo)
+        for pad_mode in ("auto", "always"):
+            a.pad_mode = b.pad_mode = pad_mode
+            da, db = a.detect(img), b.detect(img)
+            assert len(da.boxes) == len(db.boxes), photo
+            order_a, order_b = np.argsort(-da.scores), np.argsort(-db.scores)
+            np.testing.assert_allclose(da.boxes[order_a], db.boxes[order_b], atol=0.01)
+            np.testing.assert_allclose(da.scores[order_a], db.scores[order_b], atol=1e-4)
+            found += len(da.boxes)
+    assert found >= 14  # 7 faces in the 6 photos, twice
+    with pytest.raises(ValueError, match="onnxruntime or opencv"):
+        YuNetDetector(runtime="tensorrt")

@@ -250,8 +250,11 @@ class _Detector:
 
 
 class YuNetDetector(_Detector):
-    """YuNet (OpenCV Zoo's face detector, MIT; ``weights/yunet.onnx``) through OpenCV's
-    ``cv2.FaceDetectorYN``: a small CNN, fast on CPU, robust to pose, gives 5 keypoints.
+    """YuNet (OpenCV Zoo's face detector, MIT; ``weights/yunet.onnx``): a small CNN, fast
+    on CPU, robust to pose, gives 5 keypoints. ``runtime``: ``onnxruntime`` (default: the
+    network on ONNX Runtime and OpenCV's decoding and NMS redone in NumPy: on 200 300-W
+    photos the same faces as ``cv2.FaceDetectorYN``, every number within 0.0001 px, in
+    5.96 against 11.36 ms per photo on one thread) or ``opencv`` (``cv2.FaceDetectorYN``).
     (It replaced the ``yuface`` wheel's build of the same network on 2026-12-06: on 1,352
     annotated faces it lost none that wheel found and found one more; its boxes matched
     with IoU 0.98 and corners within 1 % of the face width, so the box calibrations carry
@@ -272,21 +275,38 @@ class YuNetDetector(_Detector):
     calibration = DETECTOR_CALIBRATIONS["yunet"]
     weights = Path(__file__).resolve().parents[1] / "weights" / "yunet.onnx"
 
+    NMS_THRESHOLD, TOP_K, STRIDES = 0.3, 5000, (8, 16, 32)
+
     def __init__(self, score_threshold: float = 0.5, max_side: int | None = 960, pad: float = 0.25,
-                 pad_mode: str = "auto", threads: int | None = 1):
+                 pad_mode: str = "auto", threads: int | None = 1, runtime: str = "onnxruntime"):
         super().__init__(max_side=max_side, pad=pad, pad_mode=pad_mode)
         import cv2
 
         if not self.weights.is_file():
             raise FileNotFoundError(f"{self.weights}: the YuNet face detector's weights are missing from the package")
+        if runtime not in ("onnxruntime", "opencv"):
+            raise ValueError(f"YuNet runtime {runtime!r}: choose onnxruntime or opencv")
         self.score_threshold = float(score_threshold)
-        self.threads = threads
-        if threads:
-            cv2.setNumThreads(int(threads))
-        self._net = cv2.FaceDetectorYN.create(str(self.weights), "", (320, 320), self.score_threshold, 0.3, 5000)
-        self._lock = threading.Lock()  # one network, its input size set per image: one image at a time
+        self.threads, self.runtime = threads, runtime
+        if runtime == "opencv":
+            if threads:
+                cv2.setNumThreads(int(threads))
+            self._net = cv2.FaceDetectorYN.create(str(self.weights), "", (320, 320), self.score_threshold,
+                                                  self.NMS_THRESHOLD, self.TOP_K)
+            self._lock = threading.Lock()  # one network, its input size set per image: one image at a time
+        else:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads or 1), 1
+            opts.log_severity_level = 3
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._session = ort.InferenceSession(str(self.weights), opts, providers=["CPUExecutionProvider"])
+            self._outputs = [o.name for o in self._session.get_outputs()]
 
     def _raw(self, image_rgb):
+        if self.runtime == "onnxruntime":
+            return self._raw_ort(image_rgb)
         bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
         with self._lock:
             self._net.setInputSize((bgr.shape[1], bgr.shape[0]))
@@ -296,6 +316,41 @@ class YuNetDetector(_Detector):
         boxes = faces[:, :4].astype(np.float64)
         boxes[:, 2:] += boxes[:, :2]  # x, y, w, h -> x0, y0, x1, y1
         return boxes.astype(np.float32), faces[:, 14].astype(np.float32), faces[:, 4:14].reshape(-1, 5, 2).astype(np.float32)
+
+    def _raw_ort(self, image_rgb):
+        """What ``cv2.FaceDetectorYN`` does (OpenCV's objdetect/face_detect.cpp): the BGR
+        image, 0-255, padded at the bottom and right to multiples of 32; per stride and
+        grid cell a score sqrt(cls * obj) (each clipped to 0..1), a box centred at
+        (cell + offset) * stride of size exp(log size) * stride, five keypoints at
+        (cell + offset) * stride; OpenCV's NMS on the integer boxes."""
+        import cv2
+
+        h, w = image_rgb.shape[:2]
+        ph, pw = ((h - 1) // 32 + 1) * 32, ((w - 1) // 32 + 1) * 32
+        blob = np.zeros((1, 3, ph, pw), np.float32)
+        blob[0, :, :h, :w] = image_rgb[:, :, ::-1].transpose(2, 0, 1)
+        out = dict(zip(self._outputs, self._session.run(None, {self._session.get_inputs()[0].name: blob})))
+        boxes, scores, kps = [], [], []
+        for st in self.STRIDES:
+            cols = pw // st
+            score = np.sqrt(np.clip(out[f"cls_{st}"][0, :, 0], 0, 1) * np.clip(out[f"obj_{st}"][0, :, 0], 0, 1))
+            idx = np.flatnonzero(score >= self.score_threshold)
+            if not len(idx):
+                continue
+            r, c = idx // cols, idx % cols
+            bb, kp = out[f"bbox_{st}"][0, idx], out[f"kps_{st}"][0, idx]
+            bw, bh = np.exp(bb[:, 2]) * st, np.exp(bb[:, 3]) * st
+            cx, cy = (c + bb[:, 0]) * st, (r + bb[:, 1]) * st
+            boxes.append(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1))
+            scores.append(score[idx])
+            kps.append(np.stack([(kp[:, 0::2] + c[:, None]) * st, (kp[:, 1::2] + r[:, None]) * st], -1))
+        if not boxes:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+        boxes, scores, kps = np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps)
+        rects = [[int(x0), int(y0), int(x1 - x0), int(y1 - y0)] for x0, y0, x1, y1 in boxes]  # OpenCV's Rect2i
+        keep = np.asarray(cv2.dnn.NMSBoxes(rects, scores.tolist(), self.score_threshold, self.NMS_THRESHOLD,
+                                           top_k=self.TOP_K), int).reshape(-1)
+        return boxes[keep].astype(np.float32), scores[keep].astype(np.float32), kps[keep].astype(np.float32)
 
 
 def blazeface_anchors(size: int = 128, strides=(8, 16, 16, 16), per_layer: int = 2) -> np.ndarray:
