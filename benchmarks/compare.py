@@ -299,6 +299,19 @@ def speed(args, samples, dlib, mp=None) -> list[str]:
         for n in args.detect_sizes:
             per_image[f"{FAST}: YuNet at {n} px + ONNX Runtime, no flip, refine 0"] = facepoints.load(
                 fast_onnx, detector="yunet", threads=1, flip=False, refine=0, detect_size=n)
+    try:  # the optional OpenVINO runtime (bf16 on CPUs with AMX), where installed
+        import openvino  # noqa: F401
+
+        per_face["facepoints OpenVINO (--runtime openvino)"] = facepoints.load(
+            onnx_path, detector=None, threads=1, flip=False, runtime="openvino")
+        ov_default = facepoints.load(onnx_path, threads=1, runtime="openvino")
+        per_image[f"facepoints: as it runs by default, OpenVINO (--runtime openvino; {pipeline(ov_default)})"] = \
+            ov_default
+        if args.fast_model:
+            per_face[f"{FAST} OpenVINO (--runtime openvino)"] = facepoints.load(
+                fast_onnx, detector=None, threads=1, flip=False, runtime="openvino")
+    except ImportError:
+        pass
     times = {k: [] for k in [*per_face, *per_image]}
     dlib_face, dlib_image, mp_image = [], [], []
     for rep in range(2):  # the first pass warms up; only the second is timed
