@@ -181,7 +181,7 @@ def run_batch(files: list[Path], options: dict, sink, workers: int = 1, targets:
     if engine == "ray":
         from facepoints.inference.ray_engine import ray_records
 
-        results = ray_records(items, options, factory, workers, ray_address)
+        results = ray_records(items, options, factory, _init_worker, _one, workers, ray_address)
         if lines:
             results = map(Line.of, results)
         pool = None

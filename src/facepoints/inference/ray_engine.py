@@ -31,26 +31,25 @@ def _ray():
 
 
 class _Landmarker:
-    """One Ray actor: a predictor made once, then batches of paths -> JSON records."""
+    """One Ray actor: ``init(factory, options)`` makes its predictor once, then batches of
+    paths -> JSON records by ``one((path, targets))`` (the batch layer's per-worker
+    functions, passed in: the same code as a worker process runs)."""
 
-    def __init__(self, factory, options: dict):
-        from facepoints.inference import batch
-
-        batch._init_worker(factory, options)
+    def __init__(self, init, one, factory, options: dict):
+        init(factory, options)
+        self.one = one
 
     def __call__(self, rows: dict) -> dict:
-        from facepoints.inference import batch
-
-        records = [batch._one((str(p), json.loads(t) if t else None)) for p, t in zip(rows["path"], rows["targets"])]
+        records = [self.one((str(p), json.loads(t) if t else None)) for p, t in zip(rows["path"], rows["targets"])]
         return {"record": [json.dumps(r) for r in records]}
 
 
-def ray_records(items: list[tuple[str, list | None]], options: dict, factory, workers: int | None = None,
-                address: str | None = None, batch_size: int = 8):
-    """Records (dicts, as :func:`facepoints.inference.batch._one` makes them) for ``items``
-    (``(path, targets)``), in input order, computed by ``workers`` Ray actors (default:
-    the CPUs Ray has). Starts Ray when it is not running (``address``: as ``ray.init``
-    takes it) and stops what it started."""
+def ray_records(items: list[tuple[str, list | None]], options: dict, factory, init, one,
+                workers: int | None = None, address: str | None = None, batch_size: int = 8):
+    """Records (dicts, as ``one`` makes them: :func:`facepoints.inference.batch._one`) for
+    ``items`` (``(path, targets)``), in input order, computed by ``workers`` Ray actors
+    (default: the CPUs Ray has), each set up by ``init(factory, options)``. Starts Ray
+    when it is not running (``address``: as ``ray.init`` takes it) and stops what it started."""
     import logging
 
     ray = _ray()
@@ -70,7 +69,7 @@ def ray_records(items: list[tuple[str, list | None]], options: dict, factory, wo
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         ds = ray.data.from_items([{"path": p, "targets": json.dumps(t) if t else ""} for p, t in items])
-        ds = ds.map_batches(_Landmarker, fn_constructor_args=(factory, options), batch_size=batch_size,
+        ds = ds.map_batches(_Landmarker, fn_constructor_args=(init, one, factory, options), batch_size=batch_size,
                             concurrency=max(1, min(workers, len(items))), num_cpus=1, batch_format="numpy")
         for row in ds.iter_rows():
             yield json.loads(row["record"])
