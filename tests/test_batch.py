@@ -90,8 +90,12 @@ def test_ray_engine_gives_the_local_landmarks_and_resumes(tmp_path, photos):
     assert r.exit_code == 1
     (tmp_path / "half.jsonl").write_text("".join(json.dumps(x) + "\n" for x in _lines(local)[:5]))
     ray_out.write_bytes((tmp_path / "half.jsonl").read_bytes())     # as if a first run had stopped after 5
-    r = CliRunner().invoke(app, ["predict", *subset, "--jsonl", str(ray_out), "--engine", "ray", "--workers", "2"])
+    r = CliRunner().invoke(app, ["predict", *subset, "--jsonl", str(ray_out), "--engine", "ray", "--workers", "2",
+                                 "--out", str(tmp_path / "drawn")])
     assert r.exit_code == 1 and "5 of 13 image(s) already done" in r.output, r.output
+    # the actors wrote the --out files of the images they did (not those already in the file)
+    assert sorted(p.name for p in (tmp_path / "drawn").glob("*.json")) == [f"p{i:03d}.json" for i in range(5, 12)]
+    assert len(list((tmp_path / "drawn").glob("*.png"))) == 7
     a, b = _lines(local), _lines(ray_out)
     assert [x["image"] for x in b] == subset and sum("error" in x for x in b) == 1
     for x, y in zip(a, b):

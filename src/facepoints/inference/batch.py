@@ -178,12 +178,12 @@ def run_batch(files: list[Path], options: dict, sink, workers: int = 1, targets:
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), unit="img", desc="predict", smoothing=0.05)
+    ray_gen = None
     if engine == "ray":
         from facepoints.inference.ray_engine import ray_records
 
-        results = ray_records(items, options, factory, _init_worker, _one, workers, ray_address)
-        if lines:
-            results = map(Line.of, results)
+        ray_gen = ray_records(items, options, factory, _init_worker, _one, workers, ray_address)
+        results = map(Line.of, ray_gen) if lines else ray_gen
         pool = None
     elif workers <= 1:
         if not preloaded:
@@ -209,8 +209,8 @@ def run_batch(files: list[Path], options: dict, sink, workers: int = 1, targets:
             if bar is not None:
                 bar.update(1)
     finally:
-        if hasattr(results, "close"):  # the Ray generator stops the Ray it started
-            results.close()
+        if ray_gen is not None:  # closing the generator stops the Ray it started
+            ray_gen.close()
         if pool is not None:
             pool.terminate()
             pool.join()

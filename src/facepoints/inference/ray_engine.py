@@ -68,7 +68,7 @@ def ray_records(items: list[tuple[str, list | None]], options: dict, factory, in
         ctx.enable_progress_bars = False
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        ds = ray.data.from_items([{"path": p, "targets": json.dumps(t) if t else ""} for p, t in items])
+        ds = ray.data.from_items([{"path": p, "targets": json.dumps([str(x) for x in t]) if t else ""} for p, t in items])
         ds = ds.map_batches(_Landmarker, fn_constructor_args=(init, one, factory, options), batch_size=batch_size,
                             concurrency=max(1, min(workers, len(items))), num_cpus=1, batch_format="numpy")
         for row in ds.iter_rows():
