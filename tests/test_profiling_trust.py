@@ -221,3 +221,42 @@ def test_cli_profile_faces_turns_training_faces_only_and_never_writes_into_a_ful
 
     with pytest.raises(ConfigError, match="made from val faces"):
         make_splits(load_config(leak))
+
+
+def test_paste_patch_hides_exactly_the_points_under_it():
+    from facepoints.data.augment import paste_patch
+
+    img = np.zeros((64, 64, 3), np.uint8)
+    donor = np.full((64, 64, 3), 200, np.uint8)
+    pts = np.array([[x + 0.5, y + 0.5] for y in range(0, 64, 4) for x in range(0, 64, 4)], np.float32)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        out, vis = paste_patch(img, pts, np.ones(len(pts), np.float32), donor, rng)
+        covered = out[..., 0] == 200
+        assert 0 < covered.mean() < 0.25  # 15-45 % of each side
+        under = covered[pts[:, 1].astype(int), pts[:, 0].astype(int)]
+        np.testing.assert_array_equal(vis == 0, under)
+
+
+def test_trust_only_training_moves_the_trust_branch_and_nothing_else(tmp_path):
+    from safetensors.numpy import load_file
+
+    from facepoints.training.config import ConfigError, load_config
+    from facepoints.training.loop import train
+
+    best = train(load_config(_tiny_trust_run(tmp_path)), progress=False)
+    cfg = yaml.safe_load((tmp_path / "tiny.yaml").read_text())
+    cfg.update(output=str(tmp_path / "trust-only"))
+    cfg["model"]["init_from"] = str(best)
+    cfg["optim"].update(trust_only=True, lr=0.01)
+    cfg["augment"]["occluder_photos"] = 0.5
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(cfg))
+    again = train(load_config(tmp_path / "t.yaml"), progress=False)
+    a, b = load_file(str(best)), load_file(str(again))
+    moved = {k for k in a if not np.array_equal(a[k], b[k])}
+    assert moved and all("trust_branch" in k for k in moved), sorted(moved)[:5]
+    assert any(k.endswith("weight") for k in moved)  # the branch learned, BatchNorm statistics of the rest kept
+    cfg["model"]["pip_trust"] = False
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match="trust_only"):
+        load_config(tmp_path / "bad.yaml")

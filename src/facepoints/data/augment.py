@@ -35,6 +35,9 @@ class AugmentConfig(BaseModel):
     occlusion: float = Field(0.0, ge=0, le=1, description="probability of synthetic occluders: 1-3 rectangles "
                              "of 10-40 % of the side filled with noise (random erasing); the hidden points "
                              "keep their labels, as in occluded test faces")
+    occluder_photos: float = Field(0.0, ge=0, le=1, description="probability of pasting a patch of another "
+                                   "training crop (a rectangle or an ellipse, 15-45 % of the side) on a crop; points "
+                                   "under it are marked hidden: a visibility target nearer real occluders than noise")
 
 
 def build_transform(cfg: AugmentConfig, input_size: int, train: bool) -> A.Compose:
@@ -82,6 +85,31 @@ def apply(transform: A.Compose, image: np.ndarray, points: np.ndarray, scheme: L
                 inside = (pts[:, 0] >= x1) & (pts[:, 0] < x2) & (pts[:, 1] >= y1) & (pts[:, 1] < y2)
                 vis[inside] = 0
     return out["image"], pts, vis
+
+
+def paste_patch(image: np.ndarray, points: np.ndarray, visible: np.ndarray, donor: np.ndarray, rng,
+                low: float = 0.15, high: float = 0.45):
+    """``image`` (S, S, 3) with a patch of ``donor`` (another crop of the same size), a
+    rectangle or an ellipse of ``low``-``high`` of the side, pasted at a random place;
+    and ``visible`` with the points under the patch set to 0. Returns (image, visible)."""
+    import cv2
+
+    s = image.shape[0]
+    pw, ph = (np.asarray(rng.uniform(low, high, 2)) * s).astype(int) + 1
+    x0, y0 = int(rng.integers(0, s - pw + 1)), int(rng.integers(0, s - ph + 1))
+    dx, dy = int(rng.integers(0, s - pw + 1)), int(rng.integers(0, s - ph + 1))
+    mask = np.ones((ph, pw), bool)
+    if rng.random() < 0.5:
+        ell = np.zeros((ph, pw), np.uint8)
+        cv2.ellipse(ell, (pw // 2, ph // 2), (max(1, pw // 2), max(1, ph // 2)), 0, 0, 360, 1, -1)
+        mask = ell.astype(bool)
+    out = image.copy()
+    out[y0:y0 + ph, x0:x0 + pw][mask] = donor[dy:dy + ph, dx:dx + pw][mask]
+    vis = np.asarray(visible, np.float32).copy()
+    px, py = np.floor(points[:, 0]).astype(int) - x0, np.floor(points[:, 1]).astype(int) - y0
+    inside = (px >= 0) & (px < pw) & (py >= 0) & (py < ph)
+    vis[np.flatnonzero(inside)[mask[py[inside], px[inside]]]] = 0
+    return out, vis
 
 
 def contact_sheet(images: list[np.ndarray], points: list[np.ndarray], path, cols: int = 8, scheme=None) -> None:

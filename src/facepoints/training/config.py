@@ -150,6 +150,9 @@ class OptimConfig(_Strict):
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float | None = Field(5.0, gt=0)
+    trust_only: bool = Field(False, description="train only the PIP head's trust branch (model.pip_trust: error "
+                             "scale and visibility), every other weight and BatchNorm statistic frozen: the "
+                             "landmarks stay init_from's exactly (minutes per epoch: no gradient reaches the trunk)")
     ema: float | None = Field(None, gt=0, lt=1, description="keep an exponential moving average of the weights "
                               "with this decay (e.g. 0.999); it is what gets validated and saved")
 
@@ -216,6 +219,9 @@ class TrainConfig(_Strict):
                              "use l1 (the paper's), l2 or smooth_l1")
         if self.distill is not None and self.loss.name == "awing":
             raise ValueError("distill: the teacher gives landmarks, not heatmaps; use a coordinate loss (not awing)")
+        if self.optim.trust_only and not (self.model.head == "pip" and self.model.pip_trust and self.model.init_from):
+            raise ValueError("optim.trust_only trains a trust branch on a trained model: it needs model.head: pip, "
+                             "model.pip_trust: true and model.init_from")
         return self
 
 

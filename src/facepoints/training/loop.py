@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import yaml
 
-from facepoints.data.augment import apply, build_transform
+from facepoints.data.augment import apply, build_transform, paste_patch
 from facepoints.data.calibration import calibration_record
 from facepoints.data.crop_cache import CropCache, build_cache
 from facepoints.data.formats import read_dataset
@@ -80,15 +80,22 @@ def make_splits(cfg: TrainConfig) -> Splits:
 class CropDataset(torch.utils.data.Dataset):
     """Augmented crops: (image, landmarks in crop units, visibility per point)."""
 
-    def __init__(self, cache: CropCache, transform, scheme, input_size: int, visible: np.ndarray | None = None):
+    def __init__(self, cache: CropCache, transform, scheme, input_size: int, visible: np.ndarray | None = None,
+                 occluder_photos: float = 0.0):
         self.cache, self.transform, self.scheme, self.size = cache, transform, scheme, input_size
         self.visible = visible if visible is not None else np.ones(cache.points.shape[:2], np.float32)
+        self.occluder_photos = occluder_photos
 
     def __len__(self):
         return len(self.cache)
 
     def __getitem__(self, i):
         img, pts, vis = apply(self.transform, self.cache.images[i], self.cache.points[i], self.scheme, self.visible[i])
+        if self.occluder_photos and float(torch.rand(())) < self.occluder_photos:
+            # torch's generator (saved in mid-epoch checkpoints) seeds it: a resumed run pastes the same
+            rng = np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, ())))
+            donor = self.cache.images[int(rng.integers(len(self.cache)))]
+            img, vis = paste_patch(img, pts, vis, donor, rng)
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255)
         return x, torch.from_numpy(pts / (self.size - 1)), torch.from_numpy(vis)
 
@@ -517,6 +524,9 @@ def train_one_epoch(net, model: LandmarkNet, data: CropDataset, order: np.ndarra
     global_batch = cfg.optim.batch_size * world
     steps = max(1, len(order) // global_batch)
     net.train()
+    if cfg.optim.trust_only:  # the trust branch alone learns; every other weight and statistic stays
+        model.eval()
+        model.head.trust_branch.train()
     bar = range(start, steps)
     if progress:
         from tqdm import tqdm
@@ -531,11 +541,14 @@ def train_one_epoch(net, model: LandmarkNet, data: CropDataset, order: np.ndarra
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu and cfg.amp):
             raw = net(x)
-            loss = model.head.loss(raw, y, loss_fn)
-            if teacher is not None:
+            if cfg.optim.trust_only:
+                loss = model.head.trust_loss(raw, y, v)
+            else:
+                loss = model.head.loss(raw, y, loss_fn)
+            if teacher is not None and not cfg.optim.trust_only:
                 w = cfg.distill.weight
                 loss = (1 - w) * loss + w * model.head.loss(raw, teacher(x), loss_fn)
-            if getattr(model.head, "trust", False):
+            if getattr(model.head, "trust", False) and not cfg.optim.trust_only:
                 loss = loss + model.head.trust_loss(raw, y, v)
         if not torch.isfinite(loss.detach()):
             raise TrainingError(f"{desc or 'training'}, step {step + 1}: the loss is {loss.item()} (not finite): the run "
@@ -664,7 +677,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
                      # get theirs fitted after training (facepoints.deploy.detector_fit)
                      box_calibrations=calibration_record() if scheme.num_points == 68 else {})
     transform = build_transform(cfg.augment, m.input_size, train=True)
-    crops = CropDataset(data.train, transform, scheme, m.input_size, data.train_visible)
+    crops = CropDataset(data.train, transform, scheme, m.input_size, data.train_visible,
+                        cfg.augment.occluder_photos if cfg.augment.enabled else 0.0)
     last_save = [time.time()]
 
     def state_now(epoch_done: int) -> dict:
