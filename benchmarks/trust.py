@@ -90,6 +90,44 @@ def paste_occluder(img, sample, rng, donors):
     return out, hidden
 
 
+SKIN = np.array([[224, 172, 140], [198, 134, 102], [141, 85, 54], [255, 219, 172], [169, 113, 80]], np.float64)
+
+
+def paste_hand(img, sample, rng):
+    """A hand-like shape (a palm ellipse and five rounded fingers, turned at random), in a
+    skin tone with soft shading and noise, over part of the face; which points it hides."""
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = landmark_box(sample.landmarks)
+    side = max(x1 - x0, y1 - y0)
+    mask = np.zeros((h, w), np.uint8)
+    cx, cy = rng.uniform(x0, x1), rng.uniform(y0 + 0.2 * (y1 - y0), y1 + 0.2 * (y1 - y0))
+    ang = rng.uniform(-np.pi, np.pi)
+    pw, ph = rng.uniform(0.15, 0.22) * side, rng.uniform(0.18, 0.26) * side
+    cv2.ellipse(mask, (int(cx), int(cy)), (int(pw), int(ph)), float(np.degrees(ang)), 0, 360, 1, -1)
+    up = np.array([np.sin(ang), -np.cos(ang)])          # the fingers' direction
+    across = np.array([np.cos(ang), np.sin(ang)])
+    width = max(2, int(rng.uniform(0.05, 0.07) * side))
+    for k, off in enumerate(np.linspace(-0.75, 0.75, 4)):
+        base = np.array([cx, cy]) + up * ph * 0.8 + across * pw * off
+        tip = base + up * rng.uniform(0.22, 0.34) * side * (0.8 if k in (0, 3) else 1.0)
+        cv2.line(mask, tuple(int(v) for v in base), tuple(int(v) for v in tip), 1, width)
+        cv2.circle(mask, tuple(int(v) for v in tip), width // 2, 1, -1)
+    thumb = np.array([cx, cy]) + across * pw * 0.9
+    cv2.line(mask, tuple(int(v) for v in thumb), tuple(int(v) for v in thumb + (across + up) * 0.18 * side), 1, width)
+    tone = SKIN[int(rng.integers(len(SKIN)))]
+    yy, xx = np.mgrid[0:h, 0:w]
+    shade = 0.85 + 0.15 * np.cos((xx - cx) / max(side, 1) * 3)[..., None]
+    colour = np.clip(tone[None, None] * shade + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+    out = img.copy()
+    m = mask.astype(bool)
+    out[m] = colour[m]
+    pts = np.round(sample.landmarks).astype(int)
+    inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+    hidden = np.zeros(len(pts), bool)
+    hidden[inside] = m[pts[inside, 1], pts[inside, 0]]
+    return out, hidden
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", required=True)
@@ -175,7 +213,8 @@ def main():
                   f"over all faces, {np.nanmean(np.abs(dy - yaw_true)[big]):.1f} deg at \\|yaw\\| >= 30 (dlib has no "
                   "error radius, visibility or quality; MediaPipe gives none of them either)"]
 
-    # visibility under occluders of a kind training never used
+    # visibility under occluders: patches of other photos (the kind configs/default-trust.yaml
+    # trains with, from other crops) and hand-like shapes (a kind no training used)
     rng = np.random.default_rng(0)
     pick = rng.choice(len(val), min(a.occluded, len(val)), replace=False)
     donors = [read_image(val[i].image) for i in rng.choice(len(val), 40, replace=False)]
@@ -187,6 +226,13 @@ def main():
               f"{occ['visible'][~hidden].mean():.3f}",
               f"- far-side points of profile faces (\\|yaw\\| >= 60, jaw points on the far side): mean visibility "
               f"{far_side_visibility(p, yaw_true):.3f}"]
+    hands = faces_through(predictor, [val[i] for i in pick], lambda im, s, r: paste_hand(im, s, r),
+                          np.random.default_rng(1))
+    hid = hands["hidden"]
+    lines += ["", f"## Visibility under hand-like shapes ({len(pick)} validation faces; no training used this kind)", "",
+              f"- points hidden: {hid.sum()} of {hid.size}; visibility AUROC {_auroc(-hands['visible'], hid):.3f}",
+              f"- mean visibility of hidden points {hands['visible'][hid].mean():.3f}, of the others "
+              f"{hands['visible'][~hid].mean():.3f}"]
     text = "\n".join(lines) + "\n"
     if a.out:
         Path(a.out).write_text(text)
