@@ -502,7 +502,12 @@ def check_resume(cfg: TrainConfig, ckpt: dict, out: Path) -> None:
         saved = yaml.safe_load((out / "config.yaml").read_text())
     if saved is not None:
         # runs started before every path became absolute hold them relative to the working directory
-        diff = config_differences(resolve_paths(saved, Path.cwd()), cfg.model_dump())
+        saved = resolve_paths(saved, Path.cwd())
+        try:  # keys added to the config classes since the run started read as their defaults
+            saved = TrainConfig.model_validate(saved).model_dump()
+        except ValueError:
+            pass
+        diff = config_differences(saved, cfg.model_dump())
         if diff:
             raise ResumeError(f"{out}: --resume with a config the run was not started with ({len(diff)} difference(s): "
                               + "; ".join(diff[:6]) + "); start a new run (another --output), or resume as it was")
