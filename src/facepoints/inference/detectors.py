@@ -295,14 +295,10 @@ class YuNetDetector(_Detector):
                                                   self.NMS_THRESHOLD, self.TOP_K)
             self._lock = threading.Lock()  # one network, its input size set per image: one image at a time
         else:
-            import onnxruntime as ort
+            from facepoints.inference.runtime import OnnxRunner  # ONNX Runtime, imported late
 
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = int(threads or 1), 1
-            opts.log_severity_level = 3
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(str(self.weights), opts, providers=["CPUExecutionProvider"])
-            self._outputs = [o.name for o in self._session.get_outputs()]
+            onnx = OnnxRunner(self.weights, threads=threads)  # the session (YuNet has twelve outputs), as BlazeFace's
+            self._session, self._input, self._outputs = onnx.session, onnx.input_name, onnx.output_names
 
     def _raw(self, image_rgb):
         if self.runtime == "onnxruntime":
@@ -329,7 +325,7 @@ class YuNetDetector(_Detector):
         ph, pw = ((h - 1) // 32 + 1) * 32, ((w - 1) // 32 + 1) * 32
         blob = np.zeros((1, 3, ph, pw), np.float32)
         blob[0, :, :h, :w] = image_rgb[:, :, ::-1].transpose(2, 0, 1)
-        out = dict(zip(self._outputs, self._session.run(None, {self._session.get_inputs()[0].name: blob})))
+        out = dict(zip(self._outputs, self._session.run(None, {self._input: blob})))
         boxes, scores, kps = [], [], []
         for st in self.STRIDES:
             cols = pw // st
