@@ -140,7 +140,7 @@ class ScriptedPredictor:
         return [self.shapes.setdefault((k, i), synthetic_face_shape(cx, cy, s, seed=k))
                 for i, (cx, cy, s) in enumerate(self.script[k])]
 
-    def predict(self, frame, landmark_boxes=None):
+    def predict(self, frame, landmark_boxes=None, pose=True):
         k = int(frame[0, 0, 0])
         if landmark_boxes is not None:  # following: the face the box overlaps
             return [Face(landmark_box(p), None, p, quality=self.quality.get(k))

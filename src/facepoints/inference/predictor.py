@@ -325,8 +325,8 @@ class Predictor:
             radius = (scores[..., 0] * np.asarray(factors, np.float32) * (size - 1) * px[:, None]).astype(np.float32)
         return pts, radius, scores[..., 1].astype(np.float32)
 
-    def _faces(self, boxes, scores, image, tight) -> list[Face]:
-        """Faces from their final tight boxes: landmarks, trust and pose."""
+    def _faces(self, boxes, scores, image, tight, pose: bool = True) -> list[Face]:
+        """Faces from their final tight boxes: landmarks, trust and (``pose``) head pose."""
         pts, radius, visible = self.faces_in_boxes(image, tight)
         scale = self.info.trust.get("quality_scale")
         out = []
@@ -336,7 +336,8 @@ class Predictor:
             if r is not None and scale:
                 side = float(np.ptp(q, axis=0).max()) * self.info.crop_scale  # the crop's side in pixels
                 quality = float(2.0 ** (-(float(r.mean()) / max(side, 1e-6)) / scale))
-            out.append(Face(b, s, q, r, None if visible is None else visible[i], quality, face_pose(q)))
+            out.append(Face(b, s, q, r, None if visible is None else visible[i], quality,
+                            face_pose(q) if pose else None))
         return out
 
     def result(self, image, bgr: bool = False) -> ImageResult:
@@ -346,7 +347,7 @@ class Predictor:
         path = str(image) if isinstance(image, (str, Path)) else None
         return ImageResult(img.shape[1], img.shape[0], self.scheme.name, self.predict(img), image=path)
 
-    def predict(self, image, boxes=None, landmark_boxes=None, bgr: bool = False):
+    def predict(self, image, boxes=None, landmark_boxes=None, bgr: bool = False, pose: bool = True):
         """Faces in ``image`` with their landmarks. ``image``: a path, encoded bytes, a PIL
         image (any mode), or a uint8 array (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA;
         ``bgr=True`` for an array in OpenCV's channel order (``cv2.imread``), which read as
@@ -358,17 +359,19 @@ class Predictor:
         detector's own, so feeding back a returned box gives the same landmarks.
         ``landmark_boxes`` ``(K, 4)``: tight boxes around each face's landmarks (as a
         ground-truth box is, the evaluation protocol), used as they are, no refinement.
+        ``pose=False`` leaves out the head-pose fit (``Face.pose`` None), for a caller that
+        fits it on other points (the tracker, on the smoothed ones).
         """
         if isinstance(image, (list, tuple)):
             if boxes is not None or landmark_boxes is not None:
                 raise ValueError("boxes go with one image; for a list of images call predict per image")
-            return [self.predict(im, bgr=bgr) for im in image]
+            return [self.predict(im, bgr=bgr, pose=pose) for im in image]
         img = as_rgb(image, bgr)
         if boxes is not None and landmark_boxes is not None:
             raise ValueError("give boxes (detector-style) or landmark_boxes (tight), not both")
         if landmark_boxes is not None:
             tight = checked_boxes(landmark_boxes, "landmark_boxes")
-            return self._faces(tight, [None] * len(tight), img, tight)
+            return self._faces(tight, [None] * len(tight), img, tight, pose)
         if boxes is not None:
             face_boxes, scores = checked_boxes(boxes), [None] * len(np.asarray(boxes).reshape(-1, 4))
         else:
@@ -382,4 +385,4 @@ class Predictor:
         tight = self.to_landmark_box(face_boxes)
         for _ in range(self.refine):
             tight = np.stack([landmark_box(p) for p in self.landmarks_in_boxes(img, tight)])
-        return self._faces(face_boxes, scores, img, tight)
+        return self._faces(face_boxes, scores, img, tight, pose)

@@ -247,7 +247,7 @@ class Tracker:
         if not tracks:
             return {}
         boxes = np.stack([t.box for t in tracks])
-        faces = self.predictor.predict(frame, landmark_boxes=boxes)
+        faces = self.predictor.predict(frame, landmark_boxes=boxes, pose=False)  # the pose: on the smoothed points
         return {t.id: f for t, b, f in zip(tracks, boxes, faces)
                 if self.plausible(b, f.landmarks, frame.shape, f.quality)}
 
@@ -270,7 +270,7 @@ class Tracker:
         if not detect:
             new_raw = followed
         else:
-            faces = self.predictor.predict(frame)
+            faces = self.predictor.predict(frame, pose=False)
             self.detector_calls += 1
             self.detection_frames.append(k)
             self.last_detection = k
