@@ -262,23 +262,20 @@ def load_data(cfg: TrainConfig, splits: Splits | None = None, progress: bool = F
     if any("visible" in s.attributes for s in train_samples):
         ones = np.ones(scheme.num_points, np.float32)
         visible = np.stack([np.asarray(s.attributes.get("visible", ones), np.float32) for s in train_samples])
+    def held_out(specs):  # (spec, name, dataset, crops) of each held-out set (the lead rank's)
+        for spec, name in (source_labels(specs) if lead else {}).items():
+            ds = read_dataset(spec, cfg.data.scheme, skip_missing=cfg.data.skip_missing)
+            yield spec, name, ds, build_cache(ds, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir,
+                                              progress=progress, skip_bad_images=skip)
+
     pose = []
-    if lead:
-        for spec, name in source_labels(cfg.data.pose_val).items():
-            ds = read_dataset(spec, cfg.data.scheme, skip_missing=cfg.data.skip_missing)
-            no_yaw = [s.id for s in ds.samples if "yaw" not in s.attributes]
-            if no_yaw:
-                raise ValueError(f"data.pose_val {spec}: {len(no_yaw)} face(s) without a yaw (e.g. {no_yaw[0]}); "
-                                 "put a yaw.csv (name,yaw_degrees) beside the .pts files")
-            cache = build_cache(ds, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir, progress=progress,
-                                skip_bad_images=skip)
-            pose.append((name, cache, np.array([ds.samples[i].attributes["yaw"] for i in cache.positions()])))
-    calibration = []
-    if lead:
-        for spec, name in source_labels(cfg.data.trust_calibration).items():
-            ds = read_dataset(spec, cfg.data.scheme, skip_missing=cfg.data.skip_missing)
-            calibration.append((name, build_cache(ds, m.input_size, m.crop_scale, cache_dir=cfg.data.cache_dir,
-                                                  progress=progress, skip_bad_images=skip)))
+    for spec, name, ds, cache in held_out(cfg.data.pose_val):
+        no_yaw = [s.id for s in ds.samples if "yaw" not in s.attributes]
+        if no_yaw:
+            raise ValueError(f"data.pose_val {spec}: {len(no_yaw)} face(s) without a yaw (e.g. {no_yaw[0]}); "
+                             "put a yaw.csv (name,yaw_degrees) beside the .pts files")
+        pose.append((name, cache, np.array([ds.samples[i].attributes["yaw"] for i in cache.positions()])))
+    calibration = [(name, cache) for _, name, _, cache in held_out(cfg.data.trust_calibration)]
     return TrainData(scheme, train_cache, val_cache, repeats, [s.attributes["source"] for s in val_samples],
                      yaw_buckets(val_samples, scheme) if lead else [], visible, pose, calibration)
 
@@ -546,15 +543,15 @@ def train_one_epoch(net, model: LandmarkNet, data: CropDataset, order: np.ndarra
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu and cfg.amp):
             raw = net(x)
-            if cfg.optim.trust_only:
+            if cfg.optim.trust_only:  # the landmarks are not trained: no landmark loss, no teacher
                 loss = model.head.trust_loss(raw, y, v)
             else:
                 loss = model.head.loss(raw, y, loss_fn)
-            if teacher is not None and not cfg.optim.trust_only:
-                w = cfg.distill.weight
-                loss = (1 - w) * loss + w * model.head.loss(raw, teacher(x), loss_fn)
-            if getattr(model.head, "trust", False) and not cfg.optim.trust_only:
-                loss = loss + model.head.trust_loss(raw, y, v)
+                if teacher is not None:
+                    w = cfg.distill.weight
+                    loss = (1 - w) * loss + w * model.head.loss(raw, teacher(x), loss_fn)
+                if getattr(model.head, "trust", False):
+                    loss = loss + model.head.trust_loss(raw, y, v)
         if not torch.isfinite(loss.detach()):
             raise TrainingError(f"{desc or 'training'}, step {step + 1}: the loss is {loss.item()} (not finite): the run "
                                 "diverged and was stopped; nothing of this epoch was saved (try a lower optim.lr)")
@@ -637,7 +634,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, splits:
     scheme, m, oc = data.scheme, cfg.model, cfg.optim
     model, arch = build_network(cfg, data, lead)
     loss_fn = build_loss(cfg.loss.name, w=cfg.loss.w, eps=cfg.loss.eps)
-    teacher = _teacher(cfg, scheme, device) if cfg.distill else None
+    teacher = _teacher(cfg, scheme, device) if cfg.distill and not cfg.optim.trust_only else None
     opt = _optimizer(model, oc)
 
     index = np.repeat(np.arange(len(data.train)), data.repeats)
