@@ -352,22 +352,28 @@ def _read_with_base(path: Path, seen: list) -> dict:
     return raw
 
 
+# The path-valued keys, for resolve_paths (a config's own keys) and _set_value_paths (its set:)
+SPEC_LIST_KEYS = ("val", "pose_val", "trust_calibration")   # data.*: lists of FORMAT:PATH
+DATA_PATH_KEYS = ("exclude", "cache_dir")                   # data.*: a path
+MODEL_FILE_KEYS = (("model", "init_from"), ("distill", "teacher"))  # a model file, or a bundled model's name
+
+
 def _set_value_paths(key: str, value, base: Path):
     """A ``set:`` value with its paths made absolute against the config's folder, as the
     same value written in place would be: a model file, an output folder, a source
     (``data.train.6: {spec: ...}``) or a source's spec, a validation list."""
     parts = key.split(".")
     leaf = parts[-1]
-    if isinstance(value, str) and leaf in ("init_from", "teacher"):
+    if isinstance(value, str) and leaf in {k for _, k in MODEL_FILE_KEYS}:
         return _model_path(value, base)
-    if isinstance(value, str) and leaf in ("output", "exclude", "cache_dir"):
+    if isinstance(value, str) and leaf in ("output", *DATA_PATH_KEYS):
         return _absolute(value, base)
     if parts[0] == "data" and len(parts) >= 2:
         if parts[1] == "train" and len(parts) == 3:  # a whole source
             return {**value, "spec": _spec(value.get("spec"), base)} if isinstance(value, dict) else _spec(value, base)
         if parts[1] == "train" and leaf == "spec":
             return _spec(value, base)
-        if parts[1] in ("val", "pose_val", "trust_calibration"):
+        if parts[1] in SPEC_LIST_KEYS:
             return [_spec(v, base) for v in value] if isinstance(value, list) else _spec(value, base)
     return value
 
@@ -416,13 +422,13 @@ def resolve_paths(raw: dict, base: Path) -> dict:
         if isinstance(train, list):
             data["train"] = [{**t, "spec": _spec(t.get("spec"), base)} if isinstance(t, dict) else _spec(t, base)
                              for t in train]
-        for key in ("val", "pose_val", "trust_calibration"):
+        for key in SPEC_LIST_KEYS:
             if isinstance(data.get(key), list):
                 data[key] = [_spec(v, base) for v in data[key]]
-        for key in ("exclude", "cache_dir"):
+        for key in DATA_PATH_KEYS:
             if key in data:
                 data[key] = _absolute(data[key], base)
-    for section, key in (("model", "init_from"), ("distill", "teacher")):
+    for section, key in MODEL_FILE_KEYS:
         if isinstance(raw.get(section), dict) and key in raw[section]:
             raw[section][key] = _model_path(raw[section][key], base)
     return raw
