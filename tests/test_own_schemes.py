@@ -3,6 +3,7 @@ another scheme's labels, and face-detector calibrations fitted per model, refuse
 borrowed from the 68 points) where a detector finds too few faces."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,6 +114,16 @@ def test_train_own_data_without_a_yaml_and_the_template_it_prints(tmp_path):
     assert r.exit_code == 0, r.output
     assert (out / "best.safetensors").is_file() and (out / "train.yaml").is_file()
     assert CliRunner().invoke(app, ["train", str(tmp_path / "t.yaml"), "--data", "300w:x"]).exit_code == 2
+    # with a config, --print-config shows that config as it would run: overrides applied, paths absolute
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "t.yaml"), "--print-config", "--epochs", "3",
+                                 "--set", "model.input_size=96", "--output", "elsewhere"])
+    assert r.exit_code == 0, r.output
+    shown = yaml.safe_load(r.stdout)
+    assert shown["optim"]["epochs"] == 3 and shown["model"]["input_size"] == 96
+    assert shown["data"]["train"][0]["spec"] == f"300w:{faces}" and Path(shown["output"]).is_absolute()
+    assert not (tmp_path / "elsewhere").exists() and not Path("elsewhere").exists()  # nothing trained or made
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "t.yaml"), "--print-config", "--set", "model.input_size=7"])
+    assert r.exit_code == 2 and "input_size" in r.output
 
 
 def test_a_five_point_run_starts_from_the_default_trunk(tmp_path):

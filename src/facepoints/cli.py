@@ -280,8 +280,9 @@ def train(
     data: Optional[list[str]] = typer.Option(None, "--data", help="train on this FORMAT:PATH dataset (repeatable) "
                                              "without a YAML: the own-data template (--print-config shows it), "
                                              "fine-tuned from the bundled default's trunk"),
-    print_config: bool = typer.Option(False, "--print-config", help="print the own-data template (with --data's "
-                                      "sources) as a commented YAML to start from, and stop"),
+    print_config: bool = typer.Option(False, "--print-config", help="with CONFIG: print it as it will run (base "
+                                      "merged, set: and --set applied, paths resolved) and stop; without: the "
+                                      "own-data template (with --data's sources) as a commented YAML to start from"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUTPUT/last.pt"),
     output: Optional[str] = typer.Option(None, help="override the config's output folder"),
     epochs: Optional[int] = typer.Option(None, help="override optim.epochs"),
@@ -293,11 +294,11 @@ def train(
     """Train a landmark model from a YAML config (or --data without one); writes OUTPUT/best.safetensors."""
     from facepoints.training.config import own_data_config
 
-    if print_config:
-        typer.echo(own_data_config(list(data or []), epochs or 30, output), nl=False)
-        return
     if config is not None and data:
         fail("give a config or --data, not both (put the sources in the config's data.train)")
+    if print_config and config is None:
+        typer.echo(own_data_config(list(data or []), epochs or 30, output), nl=False)
+        return
     if config is None and not data:
         fail("give a training config (CONFIG.yaml) or --data FORMAT:PATH")
     needs_training_install("train")
@@ -320,6 +321,13 @@ def train(
         if not sep:
             fail(f"--set {item!r}: expected KEY=VALUE")
         overrides[key.strip()] = yaml.safe_load(value)
+    if print_config:
+        try:
+            cfg = load_config(config, overrides)
+        except (ConfigError, ValueError, FileNotFoundError) as e:
+            fail(str(e))
+        typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), nl=False)
+        return
     show_library_log()
     try:
         cfg = load_config(config, overrides)

@@ -249,7 +249,7 @@ class PIPHead(nn.Module):
 
     def __init__(self, channels: int, num_points: int, input_size: int, neighbours: int = 10,
                  stride: int = 32, width: int = 256, score_weight: float = 10.0, trunk_stride: int = 32,
-                 trust: bool = False):
+                 trust: bool = False, trust_kernel: int = 1):
         super().__init__()
         if stride not in PIP_STRIDES or stride > trunk_stride:
             raise ModelBuildError(f"PIP head: stride {stride} not supported on a stride-{trunk_stride} trunk; "
@@ -269,10 +269,14 @@ class PIPHead(nn.Module):
         self.register_buffer("neighbours", torch.stack(
             [torch.tensor([(i + 1 + j) % num_points for j in range(neighbours)]) for i in range(num_points)]))
         # trust: per landmark and cell, a log error scale and a visibility logit, from the
-        # grid's features with their gradient stopped (the landmarks learn as without it)
+        # grid's features with their gradient stopped (the landmarks learn as without it);
+        # trust_kernel 3 lets each cell's outputs see its eight neighbours too
+        if trust_kernel not in (1, 3):
+            raise ModelBuildError(f"PIP head: trust kernel {trust_kernel} not supported; choose 1 or 3")
         self.trust = trust
         if trust:
-            self.trust_branch = nn.Sequential(nn.Conv2d(c, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            self.trust_branch = nn.Sequential(nn.Conv2d(c, 64, trust_kernel, padding=trust_kernel // 2, bias=False),
+                                              nn.BatchNorm2d(64), nn.ReLU(inplace=True),
                                               nn.Conv2d(64, 2 * num_points, 1))
             nn.init.zeros_(self.trust_branch[-1].weight)
             nn.init.zeros_(self.trust_branch[-1].bias)
@@ -416,7 +420,7 @@ def build_model(backbone: str, num_points: int, head: str = "regression", pretra
                 dropout: float = 0.0, coordconv: bool = False, input_size: int = 128,
                 heatmap_beta: float = 1.0, heatmap_decode: str = "soft", pip_neighbours: int = 10,
                 pip_stride: int = 32, pip_score_weight: float = 10.0, pip_trust: bool = False, last_conv: bool = True,
-                trunk_stride: int = 32) -> LandmarkNet:
+                trunk_stride: int = 32, pip_trust_kernel: int = 1) -> LandmarkNet:
     """A landmark network in one call. ``input_size`` matters only to the heatmap and
     PIP heads (to place their grid cells in the crop); ``last_conv`` and ``trunk_stride``:
     see :func:`backbone_features` (heatmaps stay at 1/4 of the input on either trunk)."""
@@ -429,5 +433,5 @@ def build_model(backbone: str, num_points: int, head: str = "regression", pretra
     if head == "pip":
         return LandmarkNet(trunk, PIPHead(channels, num_points, input_size, neighbours=pip_neighbours,
                                           stride=pip_stride, score_weight=pip_score_weight, trunk_stride=trunk_stride,
-                                          trust=pip_trust))
+                                          trust=pip_trust, trust_kernel=pip_trust_kernel))
     raise ModelBuildError(f"unknown head {head!r}; available: {', '.join(HEADS)}")

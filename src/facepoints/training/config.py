@@ -109,6 +109,10 @@ class ModelConfig(_Strict):
     pip_trust: bool = Field(False, description="PIP head: also learn, per landmark, an error scale (for a "
                             "calibrated error radius) and a visibility probability, on the grid's features with "
                             "their gradient stopped (the landmarks are trained as without it)")
+    pip_trust_kernel: Literal[1, 3] = Field(1, description="PIP head: kernel of the trust branch's first "
+                                            "convolution; 3 lets each grid cell see its neighbours (spatial context "
+                                            "for visibility). A start (init_from) whose branch has another kernel: "
+                                            "the branch starts fresh")
     last_conv: bool = Field(True, description="MobileNets: keep the trunk's final 1x1 expansion convolution "
                             "(MobileNetV2 320 -> 1280); false puts the head on the 320 channels before it (faster)")
     trunk_stride: Literal[32, 16] = Field(32, description="16: end the trunk after its last stride-16 block "
@@ -222,6 +226,9 @@ class TrainConfig(_Strict):
         if self.optim.trust_only and not (self.model.head == "pip" and self.model.pip_trust and self.model.init_from):
             raise ValueError("optim.trust_only trains a trust branch on a trained model: it needs model.head: pip, "
                              "model.pip_trust: true and model.init_from")
+        if self.model.pip_trust_kernel != 1 and not (self.model.head == "pip" and self.model.pip_trust):
+            raise ValueError("model.pip_trust_kernel shapes the trust branch: it needs model.head: pip and "
+                             "model.pip_trust: true")
         return self
 
 

@@ -324,6 +324,8 @@ def architecture(cfg: TrainConfig, num_points: int) -> Architecture:
         kwargs.update(pip_neighbours=m.pip_neighbours, pip_stride=m.pip_stride, pip_score_weight=m.pip_score_weight)
         if m.pip_trust:  # only when set, so that files made before the option read the same
             kwargs["pip_trust"] = True
+            if m.pip_trust_kernel != 1:
+                kwargs["pip_trust_kernel"] = m.pip_trust_kernel
     if not m.last_conv:  # only when set, so that files made before the option read the same
         kwargs["last_conv"] = False
     if m.trunk_stride != 32:
@@ -361,8 +363,12 @@ def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple
                 log.info("init_from %s: trunk only (its head is %s on (last_conv, trunk_stride) %s, this run's %s on %s)",
                          m.init_from, start_info.head, start_trunk, m.head, (m.last_conv, m.trunk_stride))
         else:
-            missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
-            # a trust branch on one side only starts fresh or is left out; nothing else may differ
+            mine = model.state_dict()
+            # a trust branch on one side only, or of another shape, starts fresh or is left out
+            weights = {k: v for k, v in start.state_dict().items()
+                       if not (k.startswith("head.trust_branch.") and k in mine and mine[k].shape != v.shape)}
+            missing, unexpected = model.load_state_dict(weights, strict=False)
+            # nothing but the trust branch may differ
             missing = [k for k in missing if not k.startswith("head.trust_branch.")]
             unexpected = [k for k in unexpected if not k.startswith("head.trust_branch.")]
             if missing or unexpected:
