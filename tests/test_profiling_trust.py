@@ -6,16 +6,18 @@ import json
 import numpy as np
 import pytest
 import yaml
+from helpers import write_300w_folder
 from typer.testing import CliRunner
 
 from facepoints.cli import app
+from facepoints.data.canonical import face_model
 from facepoints.data.formats import read_dataset, write_pts
 from facepoints.data.pose import head_pose
-from facepoints.data.profiling import face_model, fit_face, profile_face, rotation
+from facepoints.data.pose import rotation_matrix as rotation
+from facepoints.data.profiling import fit_face, profile_face
 from facepoints.data.samples import AnnotationError
 from facepoints.evaluation.metrics import pose_protocol
 from facepoints.training.trust import fit_trust, trust_report
-from helpers import write_300w_folder
 
 
 def projected_model(yaw, pitch=0.0, roll=0.0, scale=12.0, centre=(200.0, 200.0)):

@@ -10,7 +10,7 @@ conversion                    rule
                               nose; mouth)
 ``wflw98`` -> ``five``        through ``ibug68``
 ``mediapipe478`` -> ``ibug68`` MediaPipe Face Mesh vertices (468 or 478) by
-                              :data:`facepoints.data.profiling.MEDIAPIPE_TO_IBUG68`
+                              :data:`facepoints.data.canonical.MEDIAPIPE_TO_IBUG68`
 ============================  =====================================================
 
 Each maps ``(..., N, 2)`` arrays (one face or a batch). What the rules cost is measured
@@ -44,7 +44,7 @@ def _wflw98_to_ibug68(p: np.ndarray) -> np.ndarray:
 
 
 def _mediapipe_to_ibug68(p: np.ndarray) -> np.ndarray:
-    from facepoints.data.profiling import mediapipe_to_ibug68
+    from facepoints.data.canonical import mediapipe_to_ibug68
 
     return mediapipe_to_ibug68(p)
 

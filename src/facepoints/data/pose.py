@@ -117,31 +117,36 @@ def estimate_pose(points: np.ndarray, image_size: tuple[int, int] | None = None,
 
     ``image_size`` is ``(width, height)``; without it a virtual camera is centred on
     the face with a field of view four faces wide."""
-    import cv2
-
     pts = np.asarray(points, dtype=np.float64)
     idx = pose_indices(scheme)
     if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) <= max(idx):
         raise PoseError(f"expected (N, 2) landmarks of the scheme, got {pts.shape}")
-    img = pts[list(idx)]
+    return _solve_pose(MODEL_POINTS, pts[list(idx)], image_size, fov=4.0)
+
+
+def _solve_pose(model: np.ndarray, img: np.ndarray, image_size: tuple[int, int] | None,
+                fov: float) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) of 3-D ``model`` points seen at image points ``img`` by
+    ``cv2.solvePnP`` (SQPnP, then Levenberg-Marquardt). Without ``image_size`` a virtual
+    camera is centred on the points with a field of view ``fov`` times their span."""
+    import cv2
+
     if not np.isfinite(img).all():
         raise PoseError("landmarks are not finite")
     span = float(np.ptp(img, axis=0).max())
     if span <= 1e-6:
         raise PoseError("landmarks are all at one place")
     if image_size is None:
-        c = img.mean(0)
-        w = h = 4 * span
-        img = img - c + [w / 2, h / 2]
+        w = h = fov * span
+        img = img - img.mean(0) + [w / 2, h / 2]
     else:
         w, h = image_size
     cam = camera_matrix(w, h)
-    ok, rvec, tvec = cv2.solvePnP(MODEL_POINTS, img, cam, None, flags=cv2.SOLVEPNP_SQPNP)
+    ok, rvec, tvec = cv2.solvePnP(model, img, cam, None, flags=cv2.SOLVEPNP_SQPNP)
     if not ok:
         raise PoseError("solvePnP found no pose")
-    rvec, tvec = cv2.solvePnPRefineLM(MODEL_POINTS, img, cam, None, rvec, tvec)
-    rot, _ = cv2.Rodrigues(rvec)
-    return angles_from_matrix(rot)
+    rvec, tvec = cv2.solvePnPRefineLM(model, img, cam, None, rvec, tvec)
+    return angles_from_matrix(cv2.Rodrigues(rvec)[0])
 
 
 # Points of the 68-point scheme that head_pose fits: all but the jaw (0-16), whose labels
@@ -159,34 +164,13 @@ def head_pose(points: np.ndarray) -> tuple[float, float, float]:
     (yaw > 0: the subject turns to their left, the nose to the image's right; pitch > 0:
     looks up; roll > 0: tilts clockwise in the image). AFLW2000-3D's yaw has the opposite
     sign."""
-    import cv2
-
-    from facepoints.data.profiling import face_model
+    from facepoints.data.canonical import face_model
 
     pts = np.asarray(points, dtype=np.float64)
     if pts.shape != (68, 2):
         raise PoseError(f"head pose needs the 68 iBUG landmarks, got {pts.shape}")
     idx = list(_HEAD_POSE_POINTS)
-    img = pts[idx]
-    if not np.isfinite(img).all():
-        raise PoseError("landmarks are not finite")
-    span = float(np.ptp(img, axis=0).max())
-    if span <= 1e-6:
-        raise PoseError("landmarks are all at one place")
-    w = h = _HEAD_POSE_FOV * span
-    img = img - img.mean(0) + [w / 2, h / 2]
-    model, cam = face_model().points68[idx], camera_matrix(w, h)
-    ok, rvec, tvec = cv2.solvePnP(model, img, cam, None, flags=cv2.SOLVEPNP_SQPNP)
-    if not ok:
-        raise PoseError("solvePnP found no pose")
-    rvec, tvec = cv2.solvePnPRefineLM(model, img, cam, None, rvec, tvec)
-    r, _ = cv2.Rodrigues(rvec)
-    # r maps the model (camera axes, frontal) into the camera: r = Rz(roll) Ry(yaw) Rx(pitch)
-    # in profiling.rotation's convention
-    yaw = math.degrees(math.asin(max(-1.0, min(1.0, r[2, 0]))))
-    pitch = math.degrees(math.atan2(-r[2, 1], r[2, 2]))
-    roll = math.degrees(math.atan2(r[1, 0], r[0, 0]))
-    return yaw, pitch, roll
+    return _solve_pose(face_model().points68[idx], pts[idx], None, fov=_HEAD_POSE_FOV)
 
 
 @dataclass
@@ -258,10 +242,10 @@ def plot_histograms(summary: dict, out_dir: str | Path, title: str = "", inputs=
     Agg directly: no pyplot, no global backend change."""
     import io
 
-    from facepoints.data.outputs import write_bytes
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from facepoints.data.outputs import write_bytes
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

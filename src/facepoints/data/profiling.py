@@ -3,10 +3,8 @@ made: Zhu et al., CVPR 2016): fit a 3-D face to a photo's 68 labels, turn it in 
 (and a little pitch), warp the photo with a dense mesh that also moves the background,
 and take the turned 3-D points as the new labels.
 
-* The 3-D face is MediaPipe's canonical face model (468 vertices, 898 triangles;
-  Apache-2.0, ``canonical_face.npz`` beside this file, made by
-  ``tools/convert_canonical_face.py``), mapped to the 68 iBUG points by
-  :data:`MEDIAPIPE_TO_IBUG68`.
+* The 3-D face is MediaPipe's canonical face model (:mod:`facepoints.data.canonical`),
+  mapped to the 68 iBUG points.
 * Fit: a scaled orthographic camera (rotation, scale, shift) by least squares on the
   68 labels; the labels themselves keep their x, y (the model's residual at the labels
   is spread over the mesh by a thin-plate spline), the model gives the depth.
@@ -33,74 +31,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facepoints.data.canonical import FaceModel, face_model, triangle_normals
 from facepoints.data.images import read_image
-
-# iBUG 68 index -> MediaPipe mesh vertex (or two, averaged); iBUG's "right" is the
-# subject's right, as is MediaPipe's (Peizhi Yan's Mediapipe_2_Dlib_Landmarks table).
-MEDIAPIPE_TO_IBUG68: tuple[tuple[int, ...], ...] = (
-    # jaw 0-16, the subject's right ear -> chin (8) -> left ear
-    (127,), (234,), (93,), (132, 58), (58, 172), (136,), (150,), (176,), (152,),
-    (400,), (379,), (365,), (397, 288), (361,), (323,), (454,), (356,),
-    # right brow 17-21, left brow 22-26
-    (70,), (63,), (105,), (66,), (107,), (336,), (296,), (334,), (293,), (300,),
-    # nose bridge 27-30, lower nose 31-35
-    (168, 6), (197, 195), (5,), (4,), (75,), (97,), (2,), (326,), (305,),
-    # right eye 36-41 (36 outer corner), left eye 42-47 (45 outer corner)
-    (33,), (160,), (158,), (133,), (153,), (144,), (362,), (385,), (387,), (263,), (373,), (380,),
-    # outer lips 48-59, inner lips 60-67
-    (61,), (39,), (37,), (0,), (267,), (269,), (291,), (321,), (314,), (17,), (84,), (91,),
-    (78,), (82,), (13,), (312,), (308,), (317,), (14,), (87,),
-)
-
-
-@dataclass(frozen=True)
-class FaceModel:
-    """The canonical mesh in OpenCV's camera axes (x right, y down, z away from the
-    viewer), and its 68 iBUG points."""
-
-    vertices: np.ndarray   # (468, 3)
-    triangles: np.ndarray  # (T, 3), counter-clockwise seen from the front
-    points68: np.ndarray   # (68, 3)
-
-
-_MODEL: FaceModel | None = None
-
-
-def face_model() -> FaceModel:
-    global _MODEL
-    if _MODEL is None:
-        with np.load(Path(__file__).with_name("canonical_face.npz")) as z:
-            v = z["vertices"].astype(np.float64) * np.array([1.0, -1.0, -1.0])  # y up -> down, z toward -> away
-            tri = z["triangles"].astype(np.int64)
-        p68 = np.stack([v[list(idx)].mean(0) for idx in MEDIAPIPE_TO_IBUG68])
-        _MODEL = FaceModel(v, _front_winding(v, tri), p68)
-    return _MODEL
-
-
-def mediapipe_to_ibug68(mesh: np.ndarray) -> np.ndarray:
-    """68 iBUG points from MediaPipe's 468 (or 478) mesh points, ``(..., 468, D)``."""
-    mesh = np.asarray(mesh, np.float64)
-    return np.stack([mesh[..., list(idx), :].mean(-2) for idx in MEDIAPIPE_TO_IBUG68], -2)
-
-
-def _normals(v: np.ndarray, tri: np.ndarray) -> np.ndarray:
-    a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
-    return np.cross(b - a, c - a)
-
-
-def _front_winding(v: np.ndarray, tri: np.ndarray) -> np.ndarray:
-    """Triangles ordered so that the frontal face's normals point at the viewer (-z)."""
-    return tri if (_normals(v, tri)[:, 2] < 0).mean() > 0.5 else tri[:, ::-1].copy()
-
-
-def rotation(yaw: float, pitch: float, roll: float = 0.0) -> np.ndarray:
-    """Rotation in camera axes, degrees; yaw > 0 turns the nose to the image's right
-    (the subject turns to their left), pitch > 0 lifts the chin."""
-    y, p, r = (math.radians(a) for a in (yaw, pitch, roll))
-    ry = np.array([[math.cos(y), 0, -math.sin(y)], [0, 1, 0], [math.sin(y), 0, math.cos(y)]])
-    rx = np.array([[1, 0, 0], [0, math.cos(p), math.sin(p)], [0, -math.sin(p), math.cos(p)]])
-    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
-    return rz @ ry @ rx
+from facepoints.data.pose import rotation_matrix as rotation
 
 
 @dataclass
@@ -111,7 +44,7 @@ class Fit:
 
     @property
     def yaw(self) -> float:
-        """Degrees, the sign of :func:`rotation`."""
+        """Degrees, the sign of :func:`facepoints.data.pose.rotation_matrix`."""
         r = self.rotation
         return math.degrees(math.atan2(-r[0, 2], r[2, 2]))
 
@@ -156,7 +89,7 @@ def _behind(cam: np.ndarray, verts: np.ndarray, tri: np.ndarray) -> np.ndarray:
     """How far (depth units) each camera point lies behind the nearest front-facing surface
     of the mesh ``verts``/``tri`` at its image position, the surface's depth interpolated
     inside its triangle; -inf where no surface covers the point."""
-    front = tri[_normals(verts, tri)[:, 2] < 0]
+    front = tri[triangle_normals(verts, tri)[:, 2] < 0]
     a, b, c = (verts[front[:, k]] for k in range(3))              # (T, 3)
     v0, v1 = b[:, :2] - a[:, :2], c[:, :2] - a[:, :2]
     det = v0[:, 0] * v1[:, 1] - v0[:, 1] * v1[:, 0]
@@ -183,7 +116,7 @@ def profile_face(image: np.ndarray, labels: np.ndarray, target_yaw: float, pitch
     resid = labels - p68[:, :2]
     verts[:, :2] += _tps(p68[:, :2], resid, verts[:, :2])
     p68[:, :2] = labels
-    turn = rotation(target_yaw - fit.yaw, pitch)
+    turn = rotation(target_yaw - fit.yaw, pitch, 0.0)
     # turn about the vertical axis through the model's origin: camera frame rotated by
     # R_fit @ turn @ R_fit^T would turn about the head's own axes; turning in camera axes
     # keeps "yaw" the image's horizontal turn, which is what the label convention follows
