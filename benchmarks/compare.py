@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from facepoints.curation.labeling import dlib_landmarker
 from facepoints.data.samples import Dataset, landmark_box
 from facepoints.deploy.runners import TorchRunner
 from facepoints.inference.predictor import Predictor
-from facepoints.evaluation.machine import report_header
+from facepoints.evaluation.machine import command_line, report_header
 from facepoints.evaluation.evaluate import evaluate
 from facepoints.evaluation.metrics import auc, failure_rate, nme
 from facepoints.schemes import IBUG68
@@ -454,7 +453,7 @@ def main():
     if mp is not None:
         mp.close()
     head = report_header(f"facepoints vs dlib{' and MediaPipe' if mp else ''}: accuracy on the validation split, CPU speed",
-                         f"python {' '.join(sys.argv)}", "timings with 1 thread, shared machine (indicative only)") + [
+                         command_line(__file__), "timings with 1 thread, shared machine (indicative only)") + [
         f"Model: {args.model or 'bundled default'}"
         + (f"; fast model: `{args.fast_model}`" if args.fast_model else "") + f"; split from `{args.config}` (seed {cfg.seed}, val_fraction {cfg.data.val_fraction}).",
         "NME in percent of the outer-eye-corner distance (io) or the eye-centre distance (ip).",

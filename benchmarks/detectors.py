@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facepoints.evaluation.machine import report_header
+from facepoints.evaluation.machine import command_line, report_header
 from facepoints.data.crops import box_iou
 from facepoints.data.formats import read_pts
 from facepoints.data.images import read_image
@@ -212,9 +212,8 @@ def main(argv=None) -> int:
 
 def write_report(args, rows, border_rows, n_afw, n_helen, n_helen_all, n_cut, elapsed) -> None:
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
-    cmd_args = " ".join(sys.argv[1:])
     lines = [
-        *report_header("Face detectors on 300-W", f"python benchmarks/detectors.py{' ' + cmd_args if cmd_args else ''}",
+        *report_header("Face detectors on 300-W", command_line(__file__),
                        f"pinned to 1 thread; took {elapsed:.0f} s")[:-1],
         f"Data: 300-W AFW, all {n_afw} faces; HELEN trainset, one face in {args.helen_every} (sorted by name) "
         f"({n_helen} of {n_helen_all}) to keep the run short. Each image annotates one face "

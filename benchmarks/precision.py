@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facepoints.evaluation.machine import report_header
+from facepoints.evaluation.machine import command_line, report_header
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 3
@@ -194,7 +194,7 @@ def main():
         rows.append(f"| {name} | - | does not run on this CPU / torch build: {why} | | " + "| " * len(subsets) + "| |")
     print("\n".join(rows))
 
-    cmd = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    cmd = command_line(__file__)
     head = report_header("Numeric precision: speed, accuracy and size, same faces, one run", cmd,
                          "shared machine, timings with 1 thread, indicative only") + [
         f"Model: {args.model or 'bundled default'} ({info.backbone}, {info.input_size} px input); "

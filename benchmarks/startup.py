@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from facepoints.evaluation.machine import report_header
+from facepoints.evaluation.machine import command_line, report_header
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
                            capture_output=True, text=True, cwd=ROOT)
     torch_imported = any(line.rstrip().endswith(("| torch", "| torchvision")) for line in probe.stderr.splitlines())
     base = statistics.median(times["bare imports"])
-    cmd_line = "python benchmarks/startup.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    cmd_line = command_line(__file__, argv)
     lines = [
         *report_header("Start-up: one photo in a fresh process", cmd_line, "shared CPU"),
         f"{args.repeats} rounds, the three commands interleaved in each; warm disk cache; wall time of the whole "

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facepoints.evaluation.machine import report_header
+from facepoints.evaluation.machine import command_line, report_header
 
 NOT_RUN = 2
 
@@ -219,7 +219,7 @@ def main() -> int:
     msb = time_engine(trt_run, crops, args.batch, args.repeats)
     ok = np.isfinite(got).all() and change <= args.max_nme_change
     gpu = torch.cuda.get_device_name(0)
-    lines = report_header("TensorRT fp16 vs ONNX Runtime fp32", f"python {' '.join(sys.argv)}",
+    lines = report_header("TensorRT fp16 vs ONNX Runtime fp32", command_line(__file__),
                           f"TensorRT {trt.__version__}", machine=f"GPU {gpu}, {platform.platform()}") + [
         f"Model: {args.onnx or args.model or 'bundled default'} ({info.input_size} px input); inputs: {note}\n",
         "| check | value |",

@@ -194,7 +194,7 @@ def main(argv=None) -> int:
     import onnxruntime  # noqa: F401  (its version goes into the header)
 
     from facepoints.data.images import IMAGE_SUFFIXES
-    from facepoints.evaluation.machine import report_header
+    from facepoints.evaluation.machine import command_line, report_header
 
     paths = sorted(str(p) for d in args.photos for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
     ray = ray_check(paths[: args.ray_images], tmp)
     print(ray, flush=True)
 
-    cmd = "python benchmarks/throughput.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    cmd = command_line(__file__, argv)
     lines = report_header("Throughput: batch jobs on every core", cmd, args.note)
     lines += [f"Photos: {len(paths)} ({', '.join('/'.join(Path(p).parts[-2:]) for p in args.photos)}; decoded at their own size, "
               f"median {np.median([os.path.getsize(p) for p in paths]) / 1e3:.0f} kB); the peers' subset every "

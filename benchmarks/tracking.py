@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     import facepoints
     from facepoints.data.images import read_image
     from facepoints.inference.tracking import BETA, D_CUTOFF, MIN_CUTOFF, Tracker, jitter
-    from facepoints.evaluation.machine import report_header
+    from facepoints.evaluation.machine import command_line, report_header
 
     t_start = time.time()
     cpu_start = time.process_time()
@@ -199,10 +199,9 @@ def main(argv=None) -> int:
     for rec in records:
         assert np.allclose(refilter(rec["still_raw"], MIN_CUTOFF, BETA), rec["still_smooth"], atol=1e-3)
 
-    cmd = " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         *report_header("Landmark jitter on video: One Euro smoothing",
-                       f"OMP_NUM_THREADS=1 python benchmarks/tracking.py{' ' + cmd if cmd else ''}",
+                       command_line(__file__, argv, prefix="OMP_NUM_THREADS=1 "),
                        f"pinned to 1 thread; {elapsed:.0f} s wall, {cpu:.0f} s CPU, "
                        + ("on a machine shared with a training run" if args.busy else "nothing else running"))[:-1],
         f"Speed: {TRACK_SECONDS[1]} frames through `Tracker.update` in {TRACK_SECONDS[0]:.1f} s: "

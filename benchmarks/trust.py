@@ -32,7 +32,7 @@ import facepoints
 from facepoints.data.formats import read_dataset
 from facepoints.data.images import read_image
 from facepoints.data.samples import landmark_box
-from facepoints.evaluation.machine import report_header
+from facepoints.evaluation.machine import command_line, report_header
 from facepoints.evaluation.metrics import POSE_BUCKETS, nme
 from facepoints.training.config import load_config
 from facepoints.training.loop import make_splits, source_labels
@@ -140,7 +140,7 @@ def main():
     cfg = load_config(a.config)
     splits = make_splits(cfg)
     val = splits.val.samples
-    lines = report_header(f"Trust outputs: {a.model}", "python " + " ".join(sys.argv),
+    lines = report_header(f"Trust outputs: {a.model}", command_line(__file__),
                           "GT boxes, through Face (ONNX Runtime)")
     scheme = splits.val.scheme
 

@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     import cv2
 
     import facepoints
-    from facepoints.evaluation.machine import report_header
+    from facepoints.evaluation.machine import command_line, report_header
     from facepoints.evaluation.metrics import nme
     from facepoints.schemes import IBUG68
     from facepoints.training.config import load_config
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     if mp is not None:
         mp.close()
     iod = {sc: np.median([np.linalg.norm(gt[36] - gt[45]) for s2, _, gt in items if s2 == sc]) for sc in scales}
-    cmd = "python benchmarks/whole_image.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    cmd = command_line(__file__, argv)
     lines = [*report_header("Whole image -> landmarks: detector size, pipeline, small faces, against MediaPipe", cmd,
                             "a training run used both cores meanwhile: read the ratios" if args.busy else
                             "nothing else running"),

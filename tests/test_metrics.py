@@ -265,3 +265,15 @@ def test_every_benchmark_result_starts_with_the_shared_header():
     root = Path(__file__).resolve().parents[1] / "benchmarks"
     writers = [p.name for p in root.glob("*.py") if p.name != "mediapipe_worker.py"]
     assert writers and all("report_header(" in (root / w).read_text() for w in writers), writers
+    assert all("command_line(__file__" in (root / w).read_text() for w in writers), writers
+
+
+def test_a_benchmark_command_is_written_so_that_it_can_be_pasted_back():
+    from facepoints.evaluation.machine import command_line
+
+    here = "/somewhere/repo/benchmarks/compare.py"
+    assert command_line(here, ["--detect-sizes", "", "--pose-set", "../a b"]) == \
+        "python benchmarks/compare.py --detect-sizes '' --pose-set '../a b'"
+    assert command_line(here, []) == "python benchmarks/compare.py"
+    assert command_line(here, ["--n", "3"], prefix="OMP_NUM_THREADS=1 ") == \
+        "OMP_NUM_THREADS=1 python benchmarks/compare.py --n 3"

@@ -44,6 +44,20 @@ def software() -> str:
     return ", ".join(dict.fromkeys(out))
 
 
+def command_line(script: str, argv: list[str] | None = None, prefix: str = "") -> str:
+    """How a benchmark was run, for its report: ``python benchmarks/NAME.py ARGS`` with the
+    arguments shell-quoted (an empty ``--detect-sizes ""`` stays visible), the script
+    named from the repository root; ``prefix``: environment settings in front."""
+    import shlex
+    import sys
+    from pathlib import Path
+
+    path = Path(script).resolve()
+    shown = "/".join(path.parts[-2:]) if path.parent.name == "benchmarks" else path.name
+    args = shlex.join(sys.argv[1:] if argv is None else argv)
+    return f"{prefix}python {shown}" + (f" {args}" if args else "")
+
+
 def report_header(title: str, command: str, note: str = "", machine: str | None = None) -> list[str]:
     """The lines every committed benchmark result starts with: title, the command that
     made it, the date, the machine (the CPU unless ``machine`` names another, e.g. a GPU)
