@@ -182,8 +182,10 @@ def run_batch(files: list[Path], options: dict, sink, workers: int = 1, targets:
     if engine == "ray":
         from facepoints.inference.ray_engine import ray_records
 
-        ray_gen = ray_records(items, options, factory, _init_worker, _one, workers, ray_address)
-        results = map(Line.of, ray_gen) if lines else ray_gen
+        ray_gen = ray_records(items, options, factory, _init_worker, _one_line, workers, ray_address)
+        results = (Line(*fields) for fields in ray_gen)
+        if not lines:
+            results = (line.record() for line in results)
         pool = None
     elif workers <= 1:
         if not preloaded:

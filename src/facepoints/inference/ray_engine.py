@@ -32,22 +32,25 @@ def _ray():
 
 class _Landmarker:
     """One Ray actor: ``init(factory, options)`` makes its predictor once, then batches of
-    paths -> JSON records by ``one((path, targets))`` (the batch layer's per-worker
-    functions, passed in: the same code as a worker process runs)."""
+    paths -> JSON lines by ``one((path, targets))`` (the batch layer's per-worker
+    functions, passed in: the same code as a worker process runs), as the columns of
+    :class:`facepoints.inference.batch.Line`."""
 
     def __init__(self, init, one, factory, options: dict):
         init(factory, options)
         self.one = one
 
     def __call__(self, rows: dict) -> dict:
-        records = [self.one((str(p), json.loads(t) if t else None)) for p, t in zip(rows["path"], rows["targets"])]
-        return {"record": [json.dumps(r) for r in records]}
+        lines = [self.one((str(p), json.loads(t) if t else None)) for p, t in zip(rows["path"], rows["targets"])]
+        return {"text": [x.text for x in lines], "image": [x.image for x in lines],
+                "error": [x.error or "" for x in lines], "faces": [x.faces for x in lines]}
 
 
 def ray_records(items: list[tuple[str, list | None]], options: dict, factory, init, one,
                 workers: int | None = None, address: str | None = None, batch_size: int = 8):
-    """Records (dicts, as ``one`` makes them: :func:`facepoints.inference.batch._one`) for
-    ``items`` (``(path, targets)``), in input order, computed by ``workers`` Ray actors
+    """The fields of :class:`facepoints.inference.batch.Line` (text, image, error, faces)
+    as ``one`` makes them (:func:`facepoints.inference.batch._one_line`: the JSON made in
+    the actors, not parsed here), for ``items`` (``(path, targets)``), in input order, computed by ``workers`` Ray actors
     (default: the CPUs Ray has), each set up by ``init(factory, options)``. Starts Ray
     when it is not running (``address``: as ``ray.init`` takes it) and stops what it started."""
     import logging
@@ -72,7 +75,7 @@ def ray_records(items: list[tuple[str, list | None]], options: dict, factory, in
         ds = ds.map_batches(_Landmarker, fn_constructor_args=(init, one, factory, options), batch_size=batch_size,
                             concurrency=max(1, min(workers, len(items))), num_cpus=1, batch_format="numpy")
         for row in ds.iter_rows():
-            yield json.loads(row["record"])
+            yield str(row["text"]), str(row["image"]), str(row["error"]) or None, int(row["faces"])
     finally:
         if started:
             ray.shutdown()
