@@ -92,7 +92,7 @@ def main():
     from facepoints.inference.runtime import OnnxRunner
     from facepoints.evaluation.metrics import nme
     from facepoints.models.package import BUNDLED, load_model
-    from facepoints.optimize.quantize import crops_from_samples, int8_info, quantize_onnx
+    from facepoints.optimize.quantize import crops_from_samples, int8_info, int8_scheme, quantize_onnx
     from facepoints.training.config import load_config
     from facepoints.training.loop import make_splits
 
@@ -128,7 +128,7 @@ def main():
     mb = lambda p: f"{p.stat().st_size / 1e6:.1f}"  # noqa: E731
     methods = {
         "ONNX Runtime fp32": (pred(OnnxRunner(fp32_onnx, threads=1)), f"{mb(fp32_onnx)} (.onnx)"),
-        **{f"ONNX Runtime int8 ({'QDQ' if f == 'qdq' else 'QOperator'}, {'S8S8' if a == 'int8' else 'U8S8'}, per-channel)":
+        **{"ONNX Runtime int8 ({}, {}, per-channel)".format(*int8_scheme(f, a)):
            (pred(OnnxRunner(path, threads=1)), f"{mb(path)} (.onnx)") for (f, a), path in int8.items()},
         "OpenVINO fp32 (CPU plugin, precision hint f32)": (lambda: pred(OpenVinoRunner(fp32_onnx, "f32")),
                                                            f"{mb(fp32_onnx)} (.onnx)"),

@@ -163,6 +163,12 @@ def _reader(crops, input_name, batch=16):
     return Reader(crops, input_name, batch)
 
 
+def int8_scheme(fmt: str, activations: str) -> tuple[str, str]:
+    """How a format and activation type are written in reports and metadata:
+    ("QDQ" or "QOperator", "S8S8" or "U8S8")."""
+    return ("QDQ" if fmt == "qdq" else "QOperator"), ("S8S8" if activations == "int8" else "U8S8")
+
+
 def int8_info(info: ModelInfo, calibration: str, crops: int, method: str = "MinMax", fmt: str = "qoperator",
               activations: str = "uint8") -> ModelInfo:
     """``info`` marked as an int8 export, with how it was quantised."""
@@ -170,7 +176,7 @@ def int8_info(info: ModelInfo, calibration: str, crops: int, method: str = "MinM
 
     return dataclasses.replace(info, precision="int8", quantization={
         "tool": f"onnxruntime {onnxruntime.__version__} quantize_static",
-        "format": "QDQ" if fmt == "qdq" else "QOperator",
+        "format": int8_scheme(fmt, activations)[0],
         "weights": "int8, per output channel",
         "activations": f"{activations}, per tensor; the decoding of the head's output stays fp32",
         "calibration_method": method,
@@ -241,5 +247,4 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, crops: np.ndarray, inf
         proto = onnx.load(str(q))
     from facepoints.deploy.onnx_file import save_onnx
 
-    return save_onnx(proto, info, out, kind=f", int8 (static {'QDQ' if fmt == 'qdq' else 'QOperator'}, "
-                                             f"{'S8S8' if activations == 'int8' else 'U8S8'})")
+    return save_onnx(proto, info, out, kind=", int8 (static {}, {})".format(*int8_scheme(fmt, activations)))
