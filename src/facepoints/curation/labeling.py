@@ -151,21 +151,7 @@ def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int =
             faces = predictor.predict(img)
             hog = dlib_run.hog_boxes(img) if dlib_run is not None and faces else None
             for k, face in enumerate(faces, 1):
-                plain = face.landmarks
-                box = landmark_box(plain)
-                if dlib_run is not None:
-                    pts, other = dlib_run(img, box, hog_boxes=hog), plain
-                elif face.quality is not None and not use_flip:
-                    pts, other = plain, None  # the model's own quality: no second pass
-                else:
-                    other = _mirrored_prediction(predictor, img, box)
-                    pts = (plain + other) / 2 if use_flip else plain
-                if dlib_run is None and face.quality is not None:
-                    c = float(face.score) * float(face.quality)
-                else:
-                    size = float(np.sqrt(max(np.prod(box[2:] - box[:2]), 1.0)))
-                    d = float(np.linalg.norm(pts - other, axis=1).mean() / size)
-                    c = float(face.score) * float(np.exp(-d / 0.05))
+                pts, c = _face_label(face, img, predictor, dlib_run, hog, use_flip)
                 if c < min_confidence:
                     dropped += 1
                     log.write(json.dumps({"below": name_of(photo, k)}) + "\n")
@@ -187,6 +173,26 @@ def label(inputs, predictor, out_dir: Path, teacher: str = "model", every: int =
     skipped: list[str] = []
     input_files(inputs, skipped)
     return LabelResult(Dataset(str(out_dir), predictor.scheme, samples), conf, errors, dropped, skipped)
+
+
+def _face_label(face, img: np.ndarray, predictor, dlib_run, hog, use_flip: bool) -> tuple[np.ndarray, float]:
+    """One detected face's labels and confidence: the detector's score times the model's
+    own quality (a model with trust outputs) or times the agreement of two predictions
+    (dlib's against the model's, or the model's against its mirrored pass: 1 at the same
+    points, 1/e at 5 % of the face's size apart). ``use_flip``: the labels are the mean of
+    the model's two passes."""
+    plain = face.landmarks
+    box = landmark_box(plain)
+    if dlib_run is not None:
+        pts, other = dlib_run(img, box, hog_boxes=hog), plain
+    else:
+        other = _mirrored_prediction(predictor, img, box) if use_flip or face.quality is None else None
+        pts = (plain + other) / 2 if use_flip else plain
+        if face.quality is not None:
+            return pts, float(face.score) * float(face.quality)
+    size = float(np.sqrt(max(np.prod(box[2:] - box[:2]), 1.0)))
+    d = float(np.linalg.norm(pts - other, axis=1).mean() / size)
+    return pts, float(face.score) * float(np.exp(-d / 0.05))
 
 
 # label's progress, one JSON line per face and per finished photo, in the output folder:
