@@ -264,34 +264,52 @@ def test_trust_only_training_moves_the_trust_branch_and_nothing_else(tmp_path):
         load_config(tmp_path / "bad.yaml")
 
 
-def test_a_trust_branch_with_spatial_context_starts_fresh_on_a_trained_model_and_exports(tmp_path):
+@pytest.mark.parametrize("option", [{"pip_trust_kernel": 3}, {"pip_trust_points": True}])
+def test_a_trust_branch_with_more_context_trains_on_a_trained_model_and_exports(tmp_path, option):
+    """Two ways to give visibility more to see: a 3 x 3 trust branch (starts fresh on a
+    1 x 1 start) and point features (added to the start's branch, starting at zero)."""
+    import torch
     from safetensors.numpy import load_file
 
     import facepoints
     from facepoints.deploy.export import export_model
     from facepoints.models.package import load_model
     from facepoints.training.config import ConfigError, load_config
-    from facepoints.training.loop import train
+    from facepoints.training.loop import build_network, train
 
     best = train(load_config(_tiny_trust_run(tmp_path)), progress=False)
     cfg = yaml.safe_load((tmp_path / "tiny.yaml").read_text())
-    cfg.update(output=str(tmp_path / "k3"))
-    cfg["model"].update(init_from=str(best), pip_trust_kernel=3)
+    cfg.update(output=str(tmp_path / "more"))
+    cfg["model"].update(init_from=str(best), **option)
     cfg["optim"].update(trust_only=True, lr=0.01)
-    (tmp_path / "k3.yaml").write_text(yaml.safe_dump(cfg))
-    again = train(load_config(tmp_path / "k3.yaml"), progress=False)
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump(cfg))
+    if "pip_trust_points" in option:  # before it learns, the grown model predicts what its start did
+        from facepoints.training.loop import load_data
+
+        conf = load_config(tmp_path / "more.yaml")
+        grown, _ = build_network(conf, load_data(conf, progress=False))
+        start, _ = load_model(best)
+        x = torch.rand(2, 3, 64, 64)
+        with torch.no_grad():
+            for a, b in zip(grown.eval().with_trust(x), start.eval().with_trust(x)):
+                torch.testing.assert_close(a, b)
+    again = train(load_config(tmp_path / "more.yaml"), progress=False)
     a, b = load_file(str(best)), load_file(str(again))
+    assert {k for k in a if k in b and "trust_" not in k and not np.array_equal(a[k], b[k])} == set()
     first = "head.trust_branch.0.weight"
-    assert a[first].shape[2:] == (1, 1) and b[first].shape[2:] == (3, 3)
-    assert {k for k in a if k in b and "trust_branch" not in k and not np.array_equal(a[k], b[k])} == set()
-    model, info = load_model(again)  # the model file rebuilds the 3 x 3 branch by itself
-    assert info.architecture().kwargs["pip_trust_kernel"] == 3 and model.has_trust
-    assert export_model(again, "onnx", tmp_path / "k3.onnx").ok  # parity with torch, trust outputs included
-    face = facepoints.load(tmp_path / "k3.onnx", detector=None).predict(
+    if "pip_trust_kernel" in option:
+        assert a[first].shape[2:] == (1, 1) and b[first].shape[2:] == (3, 3)
+    else:
+        assert not any("trust_points" in k for k in a)
+        assert np.abs(b["head.trust_points.weight"]).max() > 0  # it learned
+    model, info = load_model(again)  # the model file rebuilds the branch by itself
+    assert all(info.architecture().kwargs[k] == v for k, v in option.items()) and model.has_trust
+    assert export_model(again, "onnx", tmp_path / "more.onnx").ok  # parity with torch, trust outputs included
+    face = facepoints.load(tmp_path / "more.onnx", detector=None).predict(
         np.full((240, 240, 3), 128, np.uint8), landmark_boxes=[[60, 60, 180, 190]])[0]
     assert face.visible.shape == face.error_radius.shape == (68,)
     cfg["model"]["pip_trust"] = False
     cfg["optim"]["trust_only"] = False
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
-    with pytest.raises(ConfigError, match="pip_trust_kernel"):
+    with pytest.raises(ConfigError, match=next(iter(option))):
         load_config(tmp_path / "bad.yaml")

@@ -85,6 +85,49 @@ def _cut_to_stride(trunk: nn.Sequential, stride: int) -> tuple[nn.Sequential, in
     return trunk[:keep], channels
 
 
+def stride_taps(trunk: nn.Sequential, strides: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """For each of ``strides``, the index of the last block of ``trunk`` whose output is at
+    that stride, and that output's channels (found by running a blank image)."""
+    x, size, taps = torch.zeros(1, 3, 64, 64), 64, {}
+    was_training = trunk.training
+    trunk.eval()
+    with torch.no_grad():
+        for i, block in enumerate(trunk):
+            x = block(x)
+            if size // x.shape[-1] in strides:
+                taps[size // x.shape[-1]] = (i, int(x.shape[1]))
+    trunk.train(was_training)
+    missing = [s for s in strides if s not in taps]
+    if missing:
+        raise ModelBuildError(f"the trunk has no block at stride {missing[0]}")
+    return tuple(taps[s][0] for s in strides), tuple(taps[s][1] for s in strides)
+
+
+class PointVisibility(nn.Module):
+    """A visibility logit per landmark from the trunk's finer feature maps sampled at the
+    landmark itself (bilinear): what covers a point shows at a stride of 8 or 16 pixels,
+    where the PIP grid's cell (32 pixels) mixes it with its neighbours. One shared layer,
+    then a weight vector per landmark; the last weights start at zero, so a model that
+    gains this module predicts exactly what it did before it learns."""
+
+    def __init__(self, channels: int, num_points: int, input_size: int, hidden: int = 64):
+        super().__init__()
+        self.input_size = input_size
+        self.shared = nn.Sequential(nn.Conv1d(channels, hidden, 1, bias=False), nn.BatchNorm1d(hidden),
+                                    nn.ReLU(inplace=True))
+        self.weight = nn.Parameter(torch.zeros(num_points, hidden))
+        self.bias = nn.Parameter(torch.zeros(num_points))
+
+    def forward(self, maps: tuple[torch.Tensor, ...], points: torch.Tensor) -> torch.Tensor:
+        """``maps``: feature maps (B, C_i, H_i, W_i) of the whole crop; ``points`` (B, P, 2)
+        in crop units. Returns (B, P) logits."""
+        s = self.input_size
+        grid = ((points * (s - 1) + 0.5) * (2 / s) - 1).unsqueeze(2).to(maps[0].dtype)  # (B, P, 1, 2)
+        z = torch.cat([nn.functional.grid_sample(m, grid, mode="bilinear", padding_mode="border",
+                                                 align_corners=False).squeeze(-1) for m in maps], 1)  # (B, C, P)
+        return (self.shared(z) * self.weight.t().unsqueeze(0)).sum(1) + self.bias
+
+
 class AddCoords(nn.Module):
     """CoordConv (Liu et al. 2018): append x and y coordinate channels in [-1, 1] so
     that the following convolution can tell where it is."""
@@ -249,7 +292,8 @@ class PIPHead(nn.Module):
 
     def __init__(self, channels: int, num_points: int, input_size: int, neighbours: int = 10,
                  stride: int = 32, width: int = 256, score_weight: float = 10.0, trunk_stride: int = 32,
-                 trust: bool = False, trust_kernel: int = 1):
+                 trust: bool = False, trust_kernel: int = 1, trust_taps: tuple[int, ...] = (),
+                 tap_channels: tuple[int, ...] = ()):
         super().__init__()
         if stride not in PIP_STRIDES or stride > trunk_stride:
             raise ModelBuildError(f"PIP head: stride {stride} not supported on a stride-{trunk_stride} trunk; "
@@ -280,8 +324,17 @@ class PIPHead(nn.Module):
                                               nn.Conv2d(64, 2 * num_points, 1))
             nn.init.zeros_(self.trust_branch[-1].weight)
             nn.init.zeros_(self.trust_branch[-1].bias)
+        # trust_taps: trunk blocks whose outputs LandmarkNet.raw hands over (detached) for
+        # PointVisibility, which adds its logit to the grid's
+        self.taps = tuple(trust_taps) if trust else ()
+        if self.taps:
+            self.trust_points = PointVisibility(sum(tap_channels), num_points, input_size)
 
-    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def trust_modules(self) -> list[nn.Module]:
+        """What a trust-only run trains."""
+        return [self.trust_branch] + ([self.trust_points] if self.taps else [])
+
+    def forward(self, feats: torch.Tensor, taps: tuple[torch.Tensor, ...] = ()) -> tuple[torch.Tensor, ...]:
         x = self.up(feats)
         # the grid as plain ints: in an ONNX export they are constants (the input size is
         # fixed) and only the batch stays dynamic, which keeps shape arithmetic out of the graph
@@ -289,7 +342,7 @@ class PIPHead(nn.Module):
         p, k = self.num_points, self.k
         raw = (self.score(x), self.offset(x).view(-1, p, 2, h, w), self.neighbour_offset(x).view(-1, p, k, 2, h, w))
         if self.trust:
-            raw += (self.trust_branch(x.detach()).view(-1, 2, p, h, w),)
+            raw += (self.trust_branch(x.detach()).view(-1, 2, p, h, w),) + tuple(t.detach() for t in taps)
         return raw
 
     def decode(self, raw) -> torch.Tensor:
@@ -321,24 +374,32 @@ class PIPHead(nn.Module):
         nb = g[:, self.neighbours] - cell.to(g.dtype).unsqueeze(2)
         return idx, g - cell.to(g.dtype), nb
 
-    def read_trust(self, raw) -> tuple[torch.Tensor, torch.Tensor]:
+    def read_trust(self, raw, points: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(error scale in crop units, visibility logit), each (B, P), read at each
         landmark's best cell (where ``decode`` reads its offsets). The scale ``b`` is that
-        of ``p(e) ~ e exp(-e / b)``, the law of a 2-D Laplace-like radial error (mean 2b)."""
+        of ``p(e) ~ e exp(-e / b)``, the law of a 2-D Laplace-like radial error (mean 2b).
+        With trust taps the visibility logit adds :class:`PointVisibility`'s at the
+        decoded ``points`` (decoded here when not given)."""
         score, trust = raw[0], raw[3]
         b, p, h, w = (int(v) for v in score.shape)  # constants in an export, as in decode
         b = -1
         onehot = nn.functional.one_hot(score.reshape(b, p, h * w).argmax(-1), h * w).to(trust.dtype)  # (B, P, HW)
         at = (trust.reshape(b, 2, p, h * w) * onehot.unsqueeze(1)).sum(-1)                          # (B, 2, P)
-        return torch.exp(at[:, 0].clamp(-12, 6)) / max(h, w), at[:, 1]  # a cell is 1 / grid side
+        logit = at[:, 1]
+        if self.taps:
+            if points is None:
+                points = self.decode(raw)
+            logit = logit + self.trust_points(raw[4:], points.detach())
+        return torch.exp(at[:, 0].clamp(-12, 6)) / max(h, w), logit  # a cell is 1 / grid side
 
     def trust_loss(self, raw, target: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """The trust outputs' loss: the negative log-likelihood of each landmark's decoded
         error (crop units, its gradient stopped) under the predicted scale, plus the binary
         cross-entropy of the visibility logit against ``visible`` (B, P; 1 seen, 0 hidden)."""
         with torch.no_grad():
-            err = (self.decode(raw).float() - target.float()).norm(dim=-1)
-        scale, logit = (t.float() for t in self.read_trust(raw))
+            points = self.decode(raw)
+            err = (points.float() - target.float()).norm(dim=-1)
+        scale, logit = (t.float() for t in self.read_trust(raw, points))
         nll = (err / scale + 2 * torch.log(scale)).mean()
         bce = nn.functional.binary_cross_entropy_with_logits(logit, visible.float())
         return 0.1 * (nll + bce)
@@ -371,7 +432,16 @@ class LandmarkNet(nn.Module):
 
     def raw(self, x: torch.Tensor):
         """The head's raw output, what its ``loss`` scores (training; see :class:`RawOutputs`)."""
-        return self.head(self.trunk((x - self.mean) / self.std))
+        x = (x - self.mean) / self.std
+        taps = getattr(self.head, "taps", ())
+        if not taps:
+            return self.head(self.trunk(x))
+        kept = []
+        for i, block in enumerate(self.trunk):  # the trunk's outputs at the head's taps too
+            x = block(x)
+            if i in taps:
+                kept.append(x)
+        return self.head(x, tuple(kept))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Landmarks (B, P, 2) in crop units."""
@@ -385,8 +455,9 @@ class LandmarkNet(nn.Module):
         """Landmarks (B, P, 2) in crop units and, per landmark, (error scale in crop units,
         visibility probability) as (B, P, 2): what a model with a trust branch exports."""
         raw = self.raw(x)
-        scale, logit = self.head.read_trust(raw)
-        return self.head.decode(raw), torch.stack([scale, torch.sigmoid(logit)], -1)
+        points = self.head.decode(raw)
+        scale, logit = self.head.read_trust(raw, points)
+        return points, torch.stack([scale, torch.sigmoid(logit)], -1)
 
 
 class TrustOutputs(nn.Module):
@@ -414,13 +485,14 @@ class RawOutputs(nn.Module):
 
 
 HEADS = ("regression", "heatmap", "pip")
+TRUST_TAP_STRIDES = (8, 16)  # the trunk outputs PointVisibility samples
 
 
 def build_model(backbone: str, num_points: int, head: str = "regression", pretrained: bool = False,
                 dropout: float = 0.0, coordconv: bool = False, input_size: int = 128,
                 heatmap_beta: float = 1.0, heatmap_decode: str = "soft", pip_neighbours: int = 10,
                 pip_stride: int = 32, pip_score_weight: float = 10.0, pip_trust: bool = False, last_conv: bool = True,
-                trunk_stride: int = 32, pip_trust_kernel: int = 1) -> LandmarkNet:
+                trunk_stride: int = 32, pip_trust_kernel: int = 1, pip_trust_points: bool = False) -> LandmarkNet:
     """A landmark network in one call. ``input_size`` matters only to the heatmap and
     PIP heads (to place their grid cells in the crop); ``last_conv`` and ``trunk_stride``:
     see :func:`backbone_features` (heatmaps stay at 1/4 of the input on either trunk)."""
@@ -431,7 +503,9 @@ def build_model(backbone: str, num_points: int, head: str = "regression", pretra
         return LandmarkNet(trunk, HeatmapHead(channels, num_points, input_size, beta=heatmap_beta, coordconv=coordconv,
                                               upsamples=3 if trunk_stride == 32 else 2, decode=heatmap_decode))
     if head == "pip":
+        taps, tap_channels = stride_taps(trunk, TRUST_TAP_STRIDES) if pip_trust and pip_trust_points else ((), ())
         return LandmarkNet(trunk, PIPHead(channels, num_points, input_size, neighbours=pip_neighbours,
                                           stride=pip_stride, score_weight=pip_score_weight, trunk_stride=trunk_stride,
-                                          trust=pip_trust, trust_kernel=pip_trust_kernel))
+                                          trust=pip_trust, trust_kernel=pip_trust_kernel, trust_taps=taps,
+                                          tap_channels=tap_channels))
     raise ModelBuildError(f"unknown head {head!r}; available: {', '.join(HEADS)}")

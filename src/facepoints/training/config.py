@@ -113,6 +113,9 @@ class ModelConfig(_Strict):
                                             "convolution; 3 lets each grid cell see its neighbours (spatial context "
                                             "for visibility). A start (init_from) whose branch has another kernel: "
                                             "the branch starts fresh")
+    pip_trust_points: bool = Field(False, description="PIP head: visibility also from the trunk's stride-8 and "
+                                   "stride-16 features sampled at each predicted point (a point's own "
+                                   "neighbourhood, finer than the grid's cell); starts adding nothing")
     last_conv: bool = Field(True, description="MobileNets: keep the trunk's final 1x1 expansion convolution "
                             "(MobileNetV2 320 -> 1280); false puts the head on the 320 channels before it (faster)")
     trunk_stride: Literal[32, 16] = Field(32, description="16: end the trunk after its last stride-16 block "
@@ -226,9 +229,11 @@ class TrainConfig(_Strict):
         if self.optim.trust_only and not (self.model.head == "pip" and self.model.pip_trust and self.model.init_from):
             raise ValueError("optim.trust_only trains a trust branch on a trained model: it needs model.head: pip, "
                              "model.pip_trust: true and model.init_from")
-        if self.model.pip_trust_kernel != 1 and not (self.model.head == "pip" and self.model.pip_trust):
-            raise ValueError("model.pip_trust_kernel shapes the trust branch: it needs model.head: pip and "
-                             "model.pip_trust: true")
+        for key in ("pip_trust_kernel", "pip_trust_points"):
+            if getattr(self.model, key) != ModelConfig.model_fields[key].default and not (
+                    self.model.head == "pip" and self.model.pip_trust):
+                raise ValueError(f"model.{key} shapes the trust outputs: it needs model.head: pip and "
+                                 "model.pip_trust: true")
         return self
 
 

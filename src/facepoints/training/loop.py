@@ -326,11 +326,16 @@ def architecture(cfg: TrainConfig, num_points: int) -> Architecture:
             kwargs["pip_trust"] = True
             if m.pip_trust_kernel != 1:
                 kwargs["pip_trust_kernel"] = m.pip_trust_kernel
+            if m.pip_trust_points:
+                kwargs["pip_trust_points"] = True
     if not m.last_conv:  # only when set, so that files made before the option read the same
         kwargs["last_conv"] = False
     if m.trunk_stride != 32:
         kwargs["trunk_stride"] = m.trunk_stride
     return Architecture(m.backbone, m.head, num_points, kwargs)
+
+
+TRUST_KEYS = ("head.trust_branch.", "head.trust_points.")  # the PIP head's trust modules in a state dict
 
 
 def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple[LandmarkNet, Architecture]:
@@ -364,13 +369,13 @@ def build_network(cfg: TrainConfig, data: TrainData, lead: bool = True) -> tuple
                          m.init_from, start_info.head, start_trunk, m.head, (m.last_conv, m.trunk_stride))
         else:
             mine = model.state_dict()
-            # a trust branch on one side only, or of another shape, starts fresh or is left out
+            # trust modules on one side only, or of another shape, start fresh or are left out
             weights = {k: v for k, v in start.state_dict().items()
-                       if not (k.startswith("head.trust_branch.") and k in mine and mine[k].shape != v.shape)}
+                       if not (k.startswith(TRUST_KEYS) and k in mine and mine[k].shape != v.shape)}
             missing, unexpected = model.load_state_dict(weights, strict=False)
-            # nothing but the trust branch may differ
-            missing = [k for k in missing if not k.startswith("head.trust_branch.")]
-            unexpected = [k for k in unexpected if not k.startswith("head.trust_branch.")]
+            # nothing but the trust modules may differ
+            missing = [k for k in missing if not k.startswith(TRUST_KEYS)]
+            unexpected = [k for k in unexpected if not k.startswith(TRUST_KEYS)]
             if missing or unexpected:
                 raise ModelFileError(f"{m.init_from}: its weights do not fit this network (missing {missing[:3]}, "
                                      f"unexpected {unexpected[:3]})")
@@ -534,7 +539,8 @@ def train_one_epoch(net, model: LandmarkNet, data: CropDataset, order: np.ndarra
     net.train()
     if cfg.optim.trust_only:  # the trust branch alone learns; every other weight and statistic stays
         model.eval()
-        model.head.trust_branch.train()
+        for module in model.head.trust_modules():
+            module.train()
     bar = range(start, steps)
     if progress:
         from tqdm import tqdm
