@@ -79,14 +79,30 @@ class ParityReport:
     # int8: judged by nme_change <= max_nme_change instead of the pixel tolerance
     max_nme_change: float | None = None
     calibration: str = ""
+    # a model with trust outputs: the largest difference of a visibility probability and
+    # the largest relative difference of an error radius (None without them; trust_lost:
+    # the export has none where the model has them)
+    visible_diff: float | None = None
+    radius_diff: float | None = None
+    trust_lost: bool = False
 
     @property
     def ok(self) -> bool:
-        if self.faces == 0 or not self.metadata_ok:
+        if self.faces == 0 or not self.metadata_ok or self.trust_lost:
             return False
         if self.max_nme_change is not None:
             return self.nme_change <= self.max_nme_change
-        return self.max_diff_px <= self.tolerance_px
+        trust_ok = self.visible_diff is None or (self.visible_diff <= TRUST_TOLERANCE
+                                                 and self.radius_diff <= TRUST_TOLERANCE)
+        return self.max_diff_px <= self.tolerance_px and trust_ok
+
+    def trust_summary(self) -> str:
+        if self.trust_lost:
+            return "; trust outputs LOST"
+        if self.visible_diff is None:
+            return ""
+        return (f"; trust outputs: visibility within {self.visible_diff:.5f}, error radius within "
+                f"{100 * self.radius_diff:.3f} %")
 
     def summary(self) -> str:
         norm = "inter-ocular" if self.normaliser == "io" else "face box"
@@ -95,13 +111,19 @@ class ParityReport:
             return (f"{self.format} {self.precision} vs the fp32 PyTorch model on {self.faces} face(s) in "
                     f"{self.images} photo(s): NME change {self.nme_change:.3f} % ({norm}; limit {self.max_nme_change} %), "
                     f"max landmark difference {self.max_diff_px:.3f} px, mean {self.mean_diff_px:.3f} px; {meta}; "
-                    f"calibrated on {self.calibration}")
+                    f"calibrated on {self.calibration}{self.trust_summary()}")
         return (f"{self.format} parity on {self.faces} face(s) in {self.images} photo(s): "
                 f"max landmark difference {self.max_diff_px:.5f} px (limit {self.tolerance_px} px), "
-                f"mean {self.mean_diff_px:.5f} px; NME change {self.nme_change:.5f} % ({norm}); {meta}")
+                f"mean {self.mean_diff_px:.5f} px; NME change {self.nme_change:.5f} % ({norm}); {meta}"
+                f"{self.trust_summary()}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# the most a visibility probability, or an error radius relative to itself, may move in an
+# fp32 export (both are smooth functions of the same numbers as the landmarks)
+TRUST_TOLERANCE = 0.01
 
 
 def write_torchscript(model: torch.nn.Module, info: ModelInfo, out: str | Path) -> Path:
@@ -171,6 +193,7 @@ def check_parity(model: torch.nn.Module, info: ModelInfo, run, images=None, fmt:
     reference = Predictor(TorchRunner(model), info, detector=detector, refine=0)
     exported = Predictor(run, exported_info or info, detector=reference.detector, refine=0)
     diffs, dists, norms, kinds, per_image = [], [], [], set(), []
+    vis_diffs, rad_diffs, trust_lost = [], [], False
     for f in files:
         try:
             img = read_image(f)
@@ -181,8 +204,14 @@ def check_parity(model: torch.nn.Module, info: ModelInfo, run, images=None, fmt:
             per_image.append({"image": str(f), "faces": 0})
             continue
         boxes = reference.detector.to_landmark_box(det.boxes)
-        a = reference.landmarks_in_boxes(img, boxes).astype(np.float64)
-        b = exported.landmarks_in_boxes(img, boxes).astype(np.float64)
+        a, ra, va = reference.faces_in_boxes(img, boxes)
+        b, rb, vb = exported.faces_in_boxes(img, boxes)
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        if va is not None and vb is not None:
+            vis_diffs.append(float(np.abs(va - vb).max()))
+            if ra is not None and rb is not None:
+                rad_diffs.append(float(np.abs(rb / np.maximum(ra, 1e-9) - 1).max()))
+        trust_lost |= va is not None and vb is None
         d = np.abs(a - b)
         diffs.append(d.reshape(len(a), -1).max(axis=1))
         dists.append(np.linalg.norm(a - b, axis=-1).mean(axis=1))
@@ -201,6 +230,8 @@ def check_parity(model: torch.nn.Module, info: ModelInfo, run, images=None, fmt:
         tolerance_px=tolerance_px,
         metadata_ok=exported_info is None or exported_info.to_json() == (expected_info or info).to_json(),
         per_image=per_image, precision=(expected_info or info).precision, max_nme_change=max_nme_change,
+        visible_diff=max(vis_diffs) if vis_diffs else None,
+        radius_diff=max(rad_diffs) if rad_diffs else (0.0 if vis_diffs else None), trust_lost=trust_lost,
     )
 
 
