@@ -177,9 +177,15 @@ def test_a_trust_run_reports_pose_and_trust_and_its_export_gives_faces_their_tru
     assert 0 < face.quality < 1 and set(face.pose) == {"yaw", "pitch", "roll"}
     d = face.to_dict()
     assert len(d["error_radius"]) == 68 and len(d["visible"]) == 68 and set(d["pose"]) == {"yaw", "pitch", "roll"}
-    # without a trust branch the keys are absent, not null
-    plain = facepoints.load("fast", detector=None).predict(np.full((240, 240, 3), 128, np.uint8),
-                                                            landmark_boxes=[[60, 60, 180, 190]])[0].to_dict()
+    # --no-trust: landmarks only (the same points), no trust calibration in the metadata
+    assert export_model(best, "onnx", tmp_path / "lm.onnx", trust=False).ok
+    plain_onnx = facepoints.load(tmp_path / "lm.onnx", detector=None)
+    assert plain_onnx.run.output_names == ["landmarks"] and plain_onnx.info.trust == {}
+    bare = plain_onnx.predict(np.full((240, 240, 3), 128, np.uint8), landmark_boxes=[[60, 60, 180, 190]])[0]
+    assert bare.error_radius is None and bare.quality is None
+    np.testing.assert_allclose(bare.landmarks, face.landmarks, atol=1e-3)
+    # without trust outputs the keys are absent, not null
+    plain = bare.to_dict()
     assert "error_radius" not in plain and "visible" not in plain and "pose" in plain
 
 

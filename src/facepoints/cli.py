@@ -570,6 +570,9 @@ def export_cmd(
     calibration_faces: int = typer.Option(200, "--calibration-faces", help="with --int8: at most this many calibration faces"),
     max_nme_change: float = typer.Option(1.0, "--max-nme-change", help="with --int8: largest NME change to the fp32 "
                                          "model allowed (mean landmark distance, % of inter-ocular distance)"),
+    trust: bool = typer.Option(True, "--trust/--no-trust", help="ONNX: keep a trust model's error radius, visibility "
+                               "and quality (--no-trust: landmarks only, without the trust modules' time; "
+                               "TorchScript exports never have them)"),
 ):
     """Export a model to ONNX or TorchScript (metadata included) and check that it
     reproduces the PyTorch landmarks on real photos; the file is kept only if it does.
@@ -586,7 +589,7 @@ def export_cmd(
     try:
         report = export_model(model, fmt, out, images=images, opset=opset, tolerance_px=tolerance, int8=int8,
                               calibration=calibration, calibration_faces=calibration_faces,
-                              max_nme_change=max_nme_change)
+                              max_nme_change=max_nme_change, trust=trust)
     except ModelFileError as e:
         fail(str(e))
     except ExportError as e:

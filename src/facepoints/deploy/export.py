@@ -211,7 +211,7 @@ def check_parity(model: torch.nn.Module, info: ModelInfo, run, images=None, fmt:
             vis_diffs.append(float(np.abs(va - vb).max()))
             if ra is not None and rb is not None:
                 rad_diffs.append(float(np.abs(rb / np.maximum(ra, 1e-9) - 1).max()))
-        trust_lost |= va is not None and vb is None
+        trust_lost |= va is not None and vb is None and bool((expected_info or info).trust)
         d = np.abs(a - b)
         diffs.append(d.reshape(len(a), -1).max(axis=1))
         dists.append(np.linalg.norm(a - b, axis=-1).mean(axis=1))
@@ -238,8 +238,13 @@ def check_parity(model: torch.nn.Module, info: ModelInfo, run, images=None, fmt:
 def export_model(model_path: str | Path | None, fmt: str, out: str | Path, images=None, opset: int = DEFAULT_OPSET,
                  tolerance_px: float = DEFAULT_TOLERANCE_PX, detector="yunet", int8: bool = False,
                  calibration: str | None = None, calibration_faces: int | None = None,
-                 max_nme_change: float | None = None) -> ParityReport:
+                 max_nme_change: float | None = None, trust: bool = True) -> ParityReport:
     """Export a ``.safetensors`` model (the bundled one if None) to ``out`` and check it.
+
+    A model with trust outputs (error radius, visibility, quality) keeps them in an ONNX
+    export; ``trust=False`` leaves them out (landmarks only: the network without its trust
+    modules' time), as TorchScript exports always do. Their metadata then has no trust
+    calibration.
 
     The file appears at ``out`` only if the parity check passes; otherwise it is
     removed and :class:`ExportError` raised (its ``report`` attribute holds the numbers).
@@ -270,6 +275,9 @@ def export_model(model_path: str | Path | None, fmt: str, out: str | Path, image
         raise ExportError(f"--out {out}: cannot create its folder ({e.strerror or e})") from None
     model, info = load_model(model_path)
     info.exported_from = {"file": source.name, "sha256": file_sha256(source)}
+    trust = trust and fmt == "onnx" and model.has_trust
+    if not trust:
+        info.trust = {}
     tmp = tmp_for(out)
     fp32_tmp = out.with_name(f".{out.name}.fp32.tmp{os.getpid()}")
     expected, note = info, ""
@@ -284,7 +292,7 @@ def export_model(model_path: str | Path | None, fmt: str, out: str | Path, image
                 quantize_onnx,
             )
 
-            write_onnx(model, info, fp32_tmp, opset=opset)
+            write_onnx(model, info, fp32_tmp, opset=opset, trust=trust)
             try:
                 crops, note = calibration_crops(model, info, dataset=calibration,
                                                 faces=calibration_faces or DEFAULT_CALIBRATION_FACES, detector=detector)
@@ -297,7 +305,7 @@ def export_model(model_path: str | Path | None, fmt: str, out: str | Path, image
             if max_nme_change is None:
                 max_nme_change = INT8_MAX_NME_CHANGE
         elif fmt == "onnx":
-            write_onnx(model, info, tmp, opset=opset)
+            write_onnx(model, info, tmp, opset=opset, trust=trust)
             runner = OnnxRunner(tmp, threads=1)
             exported_info = runner.info()
         else:

@@ -36,8 +36,10 @@ def tmp_for(out: Path) -> Path:
     return out.with_name(f".{out.name}.tmp{os.getpid()}")
 
 
-def write_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Write ``model`` as ONNX to ``out`` (no checks; see :func:`export_model`)."""
+def write_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, opset: int = DEFAULT_OPSET,
+               trust: bool = True) -> Path:
+    """Write ``model`` as ONNX to ``out`` (no checks; see :func:`export_model`); a model
+    with trust outputs gets its second output unless ``trust`` is False."""
     import onnx
 
     out = Path(out)
@@ -45,7 +47,7 @@ def write_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, opset: 
     example = torch.rand(2, 3, s, s)
     buf = io.BytesIO()
     outputs = ["landmarks"]
-    if getattr(model, "has_trust", False):  # a second output: per landmark (error scale, visibility)
+    if trust and getattr(model, "has_trust", False):  # a second output: per landmark (error scale, visibility)
         from facepoints.models.network import TrustOutputs
 
         model, outputs = TrustOutputs(model), ["landmarks", "trust"]

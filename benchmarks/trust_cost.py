@@ -1,0 +1,104 @@
+"""What the trust outputs (error radius, visibility, quality) cost at inference: each
+bundled model's ONNX file against the same network exported without them
+(`facepoints export --no-trust`), one thread, interleaved, on the same validation faces
+with their ground-truth boxes. Per face: `Predictor.predict` with the box given (landmarks,
+trust outputs, quality and head pose, what `predict` returns) and the network alone
+(`landmarks_in_boxes`); dlib's 68-point model on the same boxes for the ratio.
+
+    python benchmarks/trust_cost.py --out benchmarks/trust_cost.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import facepoints
+from facepoints.data.images import read_image
+from facepoints.data.samples import landmark_box
+from facepoints.deploy.export import export_model
+from facepoints.evaluation.machine import command_line, report_header
+from facepoints.training.config import load_config
+from facepoints.training.loop import make_splits
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="configs/default-pip.yaml", help="the validation split's config")
+    ap.add_argument("--faces", type=int, default=120, help="300-W validation faces to time")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes (after one warm-up pass)")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    cv2.setNumThreads(1)
+    val = [s for s in make_splits(load_config(a.config)).val.samples if s.attributes["source"].startswith("300w:")]
+    rng = np.random.default_rng(0)
+    val = [val[i] for i in sorted(rng.choice(len(val), min(a.faces, len(val)), replace=False))]
+    images = [read_image(s.image) for s in val]
+    boxes = [landmark_box(s.landmarks)[None] for s in val]
+    tmp = Path(tempfile.mkdtemp(prefix="facepoints-trust-cost-"))
+    runs = {}
+    for name in ("default", "fast"):
+        export_model(name, "onnx", tmp / f"{name}-no-trust.onnx", trust=False)
+        runs[f"{name}, with trust outputs (bundled)"] = facepoints.load(name, detector=None, threads=1, flip=False)
+        runs[f"{name}, --no-trust"] = facepoints.load(tmp / f"{name}-no-trust.onnx", detector=None, threads=1,
+                                                     flip=False)
+    try:
+        from facepoints.curation.labeling import dlib_landmarker
+
+        dlib = dlib_landmarker()
+    except Exception:  # noqa: BLE001 (dlib is optional)
+        dlib = None
+    times = {(k, w): [] for k in runs for w in ("predict", "network")}
+    dlib_t = []
+    for rep in range(a.repeats + 1):
+        for img, box in zip(images, boxes):
+            for k, p in runs.items():
+                t = time.perf_counter()
+                p.predict(img, landmark_boxes=box)
+                times[(k, "predict")].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                p.landmarks_in_boxes(img, box)
+                times[(k, "network")].append(time.perf_counter() - t)
+            if dlib is not None:
+                t = time.perf_counter()
+                dlib(img, box[0], own_detector=False)
+                dlib_t.append(time.perf_counter() - t)
+        if rep == 0:  # warm-up
+            times = {k: [] for k in times}
+            dlib_t = []
+    ms = {k: float(np.median(v)) * 1000 for k, v in times.items()}
+    ref = float(np.median(dlib_t)) * 1000 if dlib_t else None
+    lines = report_header("Trust outputs: what they cost at inference", command_line(__file__, argv),
+                          "1 thread, nothing else running")
+    lines += [f"{len(images)} 300-W validation faces, ground-truth boxes, {a.repeats} timed passes after a warm-up, "
+              "every model in turn on each face. ONNX Runtime runs every node of a graph whatever outputs are "
+              "asked for, so a file with trust outputs pays for them on every call; `--no-trust` leaves them out.",
+              "", "| model | ms per face, predict (landmarks + trust + pose) | ms per face, network only "
+              "(landmarks_in_boxes) | network only, ratio to dlib |", "|---|---:|---:|---:|"]
+    for k in runs:
+        r = f"{ms[(k, 'network')] / ref:.2f}x" if ref else "-"
+        lines.append(f"| {k} | {ms[(k, 'predict')]:.2f} | {ms[(k, 'network')]:.2f} | {r} |")
+    if ref:
+        lines.append(f"| dlib 68-point ERT (the same boxes) | - | {ref:.2f} | 1.00x |")
+    lines.append("")
+    for name in ("default", "fast"):
+        w, wo = ms[(f"{name}, with trust outputs (bundled)", "network")], ms[(f"{name}, --no-trust", "network")]
+        pw, pwo = ms[(f"{name}, with trust outputs (bundled)", "predict")], ms[(f"{name}, --no-trust", "predict")]
+        lines.append(f"- {name}: the trust outputs cost {w - wo:+.2f} ms per face on the network "
+                     f"({100 * (w / wo - 1):+.0f} %), {pw - pwo:+.2f} ms through predict ({100 * (pw / pwo - 1):+.0f} %)")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text)
+        print(f"wrote {a.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
