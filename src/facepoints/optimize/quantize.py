@@ -193,9 +193,11 @@ def decoding_nodes(graph) -> list[str]:
     bundled models) for no size (they hold no weights). Empty for a graph without those
     names (a foreign layout): then everything is quantised."""
     names = [n.name for n in graph.node]
-    if not any(n.startswith("/trunk/") for n in names):
+    # a network whose trunk blocks are called one by one (trust taps) names them /trunk.K/...
+    inside = ("/trunk/", "/trunk.", "/head/")
+    if not any(n.startswith(inside[:2]) for n in names):
         return []
-    return [n for n in names if not n.startswith(("/trunk/", "/head/"))]
+    return [n for n in names if not n.startswith(inside)]
 
 
 QUANT_FORMATS = ("qdq", "qoperator")
