@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from facepoints.cli import app
@@ -130,6 +131,9 @@ def test_kill_9_inside_an_epoch_then_resume_matches_uninterrupted(tmp_path):
 
     path = tiny_config(tmp_path, output=str(tmp_path / "killed"), checkpoint_minutes=0,
                        optim={"batch_size": 2, "epochs": 2, "lr": 0.001}, augment={"occlusion": 0.5})
+    cfg = yaml.safe_load(path.read_text())  # 18 steps an epoch (not 4): the kill lands inside it on a busy machine
+    cfg["data"]["train"] = [{"spec": cfg["data"]["train"][0], "repeat": 4}]
+    path.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "facepoints.cli", "train", str(path), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
