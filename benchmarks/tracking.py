@@ -74,9 +74,13 @@ def make_clip(img: np.ndarray, n: int, noise: float, rng, speed: float = 0.0, sh
 TRACK_SECONDS = [0.0, 0]  # time spent in Tracker.update, frames: the tracker's own speed
 
 
+RADII: dict = {}  # id(raw track array) -> its error radii (F, P), for refilter
+
+
 def run_tracker(tracker, frames):
-    """{track_id: (raw (F, P, 2), smoothed (F, P, 2))} for tracks present in every frame."""
-    raw, smooth = {}, {}
+    """{track_id: (raw (F, P, 2), smoothed (F, P, 2))} for tracks present in every frame
+    (a trust model's error radii per frame kept in RADII, keyed by the raw array)."""
+    raw, smooth, radii = {}, {}, {}
     for f in frames:
         t = time.perf_counter()
         faces = tracker.update(f)
@@ -85,20 +89,29 @@ def run_tracker(tracker, frames):
         for face in faces:
             raw.setdefault(face.track_id, []).append(face.raw)
             smooth.setdefault(face.track_id, []).append(face.landmarks)
+            radii.setdefault(face.track_id, []).append(face.error_radius)
     n = len(frames)
-    return {i: (np.array(raw[i]), np.array(smooth[i])) for i in raw if len(raw[i]) == n}
+    out = {i: (np.array(raw[i]), np.array(smooth[i])) for i in raw if len(raw[i]) == n}
+    for i, (r, _) in out.items():
+        RADII[id(r)] = radii[i]
+    return out
 
 
 def refilter(raw: np.ndarray, min_cutoff: float, beta: float) -> np.ndarray:
-    """The tracker's smoothing applied offline to a track's raw landmarks."""
+    """The tracker's smoothing applied offline to a track's raw landmarks (with a trust
+    model, less-trusted points smoothed more, as the tracker does)."""
+    from types import SimpleNamespace
+
     from facepoints.data.samples import landmark_box
-    from facepoints.inference.tracking import D_CUTOFF, OneEuroFilter
+    from facepoints.inference.tracking import D_CUTOFF, OneEuroFilter, point_trust
 
     f = OneEuroFilter(min_cutoff, beta, D_CUTOFF, FPS)
+    radii = RADII.get(id(raw)) or [None] * len(raw)
     out = []
-    for p in raw:
+    for p, r in zip(raw, radii):
         b = landmark_box(p)
-        out.append(f(p, scale=max(float(max(b[2] - b[0], b[3] - b[1])), 1.0)).astype(np.float32))
+        out.append(f(p, scale=max(float(max(b[2] - b[0], b[3] - b[1])), 1.0),
+                     trust=point_trust(SimpleNamespace(error_radius=r))).astype(np.float32))
     return np.array(out)
 
 
