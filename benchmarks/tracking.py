@@ -74,12 +74,9 @@ def make_clip(img: np.ndarray, n: int, noise: float, rng, speed: float = 0.0, sh
 TRACK_SECONDS = [0.0, 0]  # time spent in Tracker.update, frames: the tracker's own speed
 
 
-RADII: dict = {}  # id(raw track array) -> its error radii (F, P), for refilter
-
-
 def run_tracker(tracker, frames):
-    """{track_id: (raw (F, P, 2), smoothed (F, P, 2))} for tracks present in every frame
-    (a trust model's error radii per frame kept in RADII, keyed by the raw array)."""
+    """{track_id: (raw (F, P, 2), smoothed (F, P, 2), error radii per frame (each (P,) or
+    None))} for tracks present in every frame."""
     raw, smooth, radii = {}, {}, {}
     for f in frames:
         t = time.perf_counter()
@@ -91,22 +88,18 @@ def run_tracker(tracker, frames):
             smooth.setdefault(face.track_id, []).append(face.landmarks)
             radii.setdefault(face.track_id, []).append(face.error_radius)
     n = len(frames)
-    out = {i: (np.array(raw[i]), np.array(smooth[i])) for i in raw if len(raw[i]) == n}
-    for i, (r, _) in out.items():
-        RADII[id(r)] = radii[i]
-    return out
+    return {i: (np.array(raw[i]), np.array(smooth[i]), radii[i]) for i in raw if len(raw[i]) == n}
 
 
-def refilter(raw: np.ndarray, min_cutoff: float, beta: float) -> np.ndarray:
+def refilter(raw: np.ndarray, radii: list, min_cutoff: float, beta: float) -> np.ndarray:
     """The tracker's smoothing applied offline to a track's raw landmarks (with a trust
-    model, less-trusted points smoothed more, as the tracker does)."""
+    model's ``radii`` per frame, less-trusted points smoothed more, as the tracker does)."""
     from types import SimpleNamespace
 
     from facepoints.data.samples import landmark_box
     from facepoints.inference.tracking import D_CUTOFF, OneEuroFilter, point_trust
 
     f = OneEuroFilter(min_cutoff, beta, D_CUTOFF, FPS)
-    radii = RADII.get(id(raw)) or [None] * len(raw)
     out = []
     for p, r in zip(raw, radii):
         b = landmark_box(p)
@@ -165,7 +158,7 @@ def main(argv=None) -> int:
         detector_calls += tr.detector_calls
         if not checked:  # the raw landmarks of a smoothed run are the unsmoothed run
             plain = run_tracker(Tracker(predictor, fps=FPS, smooth=False), still)
-            for i, (raw, _) in s_tracks.items():
+            for i, (raw, _, _) in s_tracks.items():
                 assert np.array_equal(plain[i][1], raw), "smooth=False differs from the raw landmarks"
             checked = True
         tr = Tracker(predictor, fps=FPS)
@@ -174,16 +167,17 @@ def main(argv=None) -> int:
         n_frames += 2 * args.frames
         if len(s_tracks) != len(m_tracks):
             print(f"{photo.name}: {len(s_tracks)} still vs {len(m_tracks)} moving full-length tracks", file=sys.stderr)
-        for i, (raw, smooth) in s_tracks.items():
+        for i, (raw, smooth, radii) in s_tracks.items():
             ref = (raw - shifts[:, None, :]).mean(axis=0)  # the model's answer for the unshifted photo
             # the moving clip's track on the same face: nearest mean position at frame 0
             j = min(m_tracks, key=lambda j: np.abs(m_tracks[j][0][0] - raw[0]).mean(), default=None)
             if j is None:
                 continue
-            mraw, msmooth = m_tracks[j]
+            mraw, msmooth, mradii = m_tracks[j]
             mref = ref[None] + moves[:, None, :]
             io = float(io_distance(ref[None])[0])
-            rec = {"photo": photo.name, "track": i, "io": io, "still_raw": raw, "still_smooth": smooth, "moving_raw": mraw, "mref": mref}
+            rec = {"photo": photo.name, "track": i, "io": io, "still_raw": raw, "still_smooth": smooth,
+                   "still_radii": radii, "moving_raw": mraw, "moving_radii": mradii, "mref": mref}
             records.append(rec)
             rows.append((photo.name, i, io,
                          jitter(raw) * 100, jitter(smooth) * 100, jitter(raw, normalise=False), jitter(smooth, normalise=False),
@@ -200,8 +194,8 @@ def main(argv=None) -> int:
         for b in GRID_BETA:
             js, jp, ls, es = [], [], [], []
             for rec in records:
-                s = refilter(rec["still_raw"], mc, b)
-                m = refilter(rec["moving_raw"], mc, b)
+                s = refilter(rec["still_raw"], rec["still_radii"], mc, b)
+                m = refilter(rec["moving_raw"], rec["moving_radii"], mc, b)
                 js.append(jitter(s) * 100)
                 jp.append(jitter(s, normalise=False))
                 e, _, lag = lag_stats(m, rec["mref"])
@@ -210,7 +204,8 @@ def main(argv=None) -> int:
             grid.append((mc, b, np.mean(js), np.mean(jp), np.mean(es), np.mean(ls)))
     # the offline filter is the tracker's filter
     for rec in records:
-        assert np.allclose(refilter(rec["still_raw"], MIN_CUTOFF, BETA), rec["still_smooth"], atol=1e-3)
+        assert np.allclose(refilter(rec["still_raw"], rec["still_radii"], MIN_CUTOFF, BETA), rec["still_smooth"],
+                           atol=1e-3)
 
     lines = [
         *report_header("Landmark jitter on video: One Euro smoothing",

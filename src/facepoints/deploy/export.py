@@ -92,8 +92,7 @@ class ParityReport:
             return False
         if self.max_nme_change is not None:
             return self.nme_change <= self.max_nme_change
-        trust_ok = self.visible_diff is None or (self.visible_diff <= TRUST_TOLERANCE
-                                                 and self.radius_diff <= TRUST_TOLERANCE)
+        trust_ok = all(d is None or d <= TRUST_TOLERANCE for d in (self.visible_diff, self.radius_diff))
         return self.max_diff_px <= self.tolerance_px and trust_ok
 
     def trust_summary(self) -> str:
@@ -101,8 +100,8 @@ class ParityReport:
             return "; trust outputs LOST"
         if self.visible_diff is None:
             return ""
-        return (f"; trust outputs: visibility within {self.visible_diff:.5f}, error radius within "
-                f"{100 * self.radius_diff:.3f} %")
+        radius = "" if self.radius_diff is None else f", error radius within {100 * self.radius_diff:.3f} %"
+        return f"; trust outputs: visibility within {self.visible_diff:.5f}{radius}"
 
     def summary(self) -> str:
         norm = "inter-ocular" if self.normaliser == "io" else "face box"
@@ -231,7 +230,7 @@ def check_parity(model: torch.nn.Module, info: ModelInfo, run, images=None, fmt:
         metadata_ok=exported_info is None or exported_info.to_json() == (expected_info or info).to_json(),
         per_image=per_image, precision=(expected_info or info).precision, max_nme_change=max_nme_change,
         visible_diff=max(vis_diffs) if vis_diffs else None,
-        radius_diff=max(rad_diffs) if rad_diffs else (0.0 if vis_diffs else None), trust_lost=trust_lost,
+        radius_diff=max(rad_diffs) if rad_diffs else None, trust_lost=trust_lost,
     )
 
 

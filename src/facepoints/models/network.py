@@ -69,34 +69,35 @@ def backbone_features(name: str, pretrained: bool, last_conv: bool = True, strid
     return trunk, channels
 
 
+def _block_outputs(trunk: nn.Sequential) -> list[tuple[int, int]]:
+    """(stride, channels) of each block's output of ``trunk`` (found by running a blank
+    image; BatchNorm statistics stay as they were)."""
+    x, out = torch.zeros(1, 3, 64, 64), []
+    was_training = trunk.training
+    trunk.eval()
+    with torch.no_grad():
+        for block in trunk:
+            x = block(x)
+            out.append((64 // x.shape[-1], int(x.shape[1])))
+    trunk.train(was_training)
+    return out
+
+
 def _cut_to_stride(trunk: nn.Sequential, stride: int) -> tuple[nn.Sequential, int]:
     """The leading blocks of ``trunk`` whose output is at most ``stride`` times smaller
-    than its input, and the channels they leave (found by running a blank image)."""
-    x, size, keep, channels = torch.zeros(1, 3, 64, 64), 64, 0, 3
-    was_training = trunk.training
-    trunk.eval()  # BatchNorm statistics stay as they were
-    with torch.no_grad():
-        for i, block in enumerate(trunk):
-            x = block(x)
-            if size // x.shape[-1] > stride:
-                break
-            keep, channels = i + 1, int(x.shape[1])
-    trunk.train(was_training)
+    than its input, and the channels they leave."""
+    keep, channels = 0, 3
+    for s, c in _block_outputs(trunk):
+        if s > stride:
+            break
+        keep, channels = keep + 1, c
     return trunk[:keep], channels
 
 
 def stride_taps(trunk: nn.Sequential, strides: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """For each of ``strides``, the index of the last block of ``trunk`` whose output is at
-    that stride, and that output's channels (found by running a blank image)."""
-    x, size, taps = torch.zeros(1, 3, 64, 64), 64, {}
-    was_training = trunk.training
-    trunk.eval()
-    with torch.no_grad():
-        for i, block in enumerate(trunk):
-            x = block(x)
-            if size // x.shape[-1] in strides:
-                taps[size // x.shape[-1]] = (i, int(x.shape[1]))
-    trunk.train(was_training)
+    that stride, and that output's channels."""
+    taps = {s: (i, c) for i, (s, c) in enumerate(_block_outputs(trunk)) if s in strides}  # the last one wins
     missing = [s for s in strides if s not in taps]
     if missing:
         raise ModelBuildError(f"the trunk has no block at stride {missing[0]}")
@@ -374,12 +375,12 @@ class PIPHead(nn.Module):
         nb = g[:, self.neighbours] - cell.to(g.dtype).unsqueeze(2)
         return idx, g - cell.to(g.dtype), nb
 
-    def read_trust(self, raw, points: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def read_trust(self, raw, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(error scale in crop units, visibility logit), each (B, P), read at each
         landmark's best cell (where ``decode`` reads its offsets). The scale ``b`` is that
         of ``p(e) ~ e exp(-e / b)``, the law of a 2-D Laplace-like radial error (mean 2b).
-        With trust taps the visibility logit adds :class:`PointVisibility`'s at the
-        decoded ``points`` (decoded here when not given)."""
+        With trust taps the visibility logit adds :class:`PointVisibility`'s at
+        ``points``, the landmarks ``decode`` gives for ``raw``."""
         score, trust = raw[0], raw[3]
         b, p, h, w = (int(v) for v in score.shape)  # constants in an export, as in decode
         b = -1
@@ -387,8 +388,6 @@ class PIPHead(nn.Module):
         at = (trust.reshape(b, 2, p, h * w) * onehot.unsqueeze(1)).sum(-1)                          # (B, 2, P)
         logit = at[:, 1]
         if self.taps:
-            if points is None:
-                points = self.decode(raw)
             logit = logit + self.trust_points(raw[4:], points.detach())
         return torch.exp(at[:, 0].clamp(-12, 6)) / max(h, w), logit  # a cell is 1 / grid side
 

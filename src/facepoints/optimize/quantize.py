@@ -194,10 +194,10 @@ def decoding_nodes(graph) -> list[str]:
     names (a foreign layout): then everything is quantised."""
     names = [n.name for n in graph.node]
     # a network whose trunk blocks are called one by one (trust taps) names them /trunk.K/...
-    inside = ("/trunk/", "/trunk.", "/head/")
-    if not any(n.startswith(inside[:2]) for n in names):
+    trunk = ("/trunk/", "/trunk.")
+    if not any(n.startswith(trunk) for n in names):
         return []
-    return [n for n in names if not n.startswith(inside)]
+    return [n for n in names if not n.startswith((*trunk, "/head/"))]
 
 
 QUANT_FORMATS = ("qdq", "qoperator")
