@@ -111,12 +111,13 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="facepoints-precision-"))
     atexit.register(shutil.rmtree, tmp, True)
     fp32_onnx = write_onnx(model, info, tmp / "fp32.onnx")
+    dense_onnx = write_onnx(model, info, tmp / "fp32-dense.onnx", dense=True)  # what int8 exports quantise
     t = time.perf_counter()
     crops, used = crops_from_samples(model, info, splits.train.samples, args.calibration_faces, seed=cfg.seed)
     note = f"{used} faces of the training split of {args.config} (ground-truth boxes), {len(crops)} crops"
     int8 = {}
     for fmt, act in (("qdq", "int8"), ("qdq", "uint8"), ("qoperator", "uint8")):
-        int8[fmt, act] = quantize_onnx(fp32_onnx, tmp / f"int8-{fmt}-{act}.onnx", crops,
+        int8[fmt, act] = quantize_onnx(dense_onnx, tmp / f"int8-{fmt}-{act}.onnx", crops,
                                        int8_info(info, note, len(crops), fmt=fmt, activations=act),
                                        fmt=fmt, activations=act)
     quant_s = time.perf_counter() - t

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from facepoints.models.losses import build_loss
-from facepoints.models.network import PIPHead, build_model, crop_coordinates, grid_coordinates
+from facepoints.models.network import PIPHead, bilinear_at, build_model, crop_coordinates, grid_coordinates
 
 S = 64  # input size: a 4 x 4 grid of 16 px cells at stride 16 over a 64 px crop
 
@@ -87,6 +87,45 @@ def test_pip_picks_the_best_cell():
     torch.testing.assert_close(head.decode((score, offset, nb)), head.decode(perfect_raw(head, target)))
     score[0, 0, 0, 0] = 2.0  # a stronger one moves landmark 0 into cell (0, 0)
     assert head.decode((score, offset, nb))[0, 0].tolist() != pytest.approx(target[0, 0].tolist())
+
+
+@pytest.mark.parametrize("option", [{}, {"pip_trust": True}, {"pip_trust": True, "pip_trust_kernel": 3},
+                                    {"pip_trust": True, "pip_trust_points": True}])
+def test_inference_reads_the_offsets_at_the_best_cells_as_decoding_the_dense_maps_does(option):
+    """forward / with_trust (what exports run) gather each landmark's cell before its own
+    1 x 1 weights; training decodes the dense maps: the two must agree."""
+    torch.manual_seed(0)
+    net = build_model("mobilenet_v2", 5, head="pip", input_size=S, pip_neighbours=3, **option).double().eval()
+    with torch.no_grad():
+        for m in net.head.modules():  # zero-initialised layers would make every offset equal
+            for t in (getattr(m, "weight", None), getattr(m, "bias", None)):
+                if isinstance(t, torch.nn.Parameter):
+                    t.normal_(0, 0.3)
+        x = torch.rand(3, 3, S, S, dtype=torch.float64)
+        raw = net.raw(x)
+        dense = net.head.decode(raw)
+        torch.testing.assert_close(net(x), dense)
+        assert dense.std() > 0.05  # the offsets matter: not every landmark at its cell centre
+        if net.has_trust:
+            scale, logit = net.head.read_trust(raw, dense)
+            points, trust = net.with_trust(x)
+            torch.testing.assert_close(points, dense)
+            torch.testing.assert_close(trust[..., 0], scale)
+            torch.testing.assert_close(trust[..., 1], torch.sigmoid(logit))
+
+
+@pytest.mark.parametrize("h, w", [(4, 4), (7, 5)])
+def test_bilinear_at_is_grid_sample_with_border_padding(h, w):
+    torch.manual_seed(0)
+    fmap = torch.randn(2, 3, h, w, dtype=torch.float64)
+    pts = torch.rand(2, 9, 2, dtype=torch.float64) * 1.6 - 0.3  # some off the crop: edges repeat
+    grid = ((pts * (S - 1) + 0.5) * (2 / S) - 1).unsqueeze(2)
+    want = torch.nn.functional.grid_sample(fmap, grid, mode="bilinear", padding_mode="border",
+                                           align_corners=False).squeeze(-1)
+    torch.testing.assert_close(bilinear_at(fmap, pts, S), want)
+    if (h, w) == (4, 4):  # a point on a cell's centre reads that cell alone: cell (1, 2) is centred on pixel (23.5, 39.5)
+        centre = crop_units([[[16 * 1 + 7.5, 16 * 2 + 7.5]]]).expand(2, 1, 2)
+        torch.testing.assert_close(bilinear_at(fmap, centre, S)[:, :, 0], fmap[:, :, 2, 1])
 
 
 def test_neighbour_table_from_the_mean_shape():

@@ -291,7 +291,7 @@ def export_model(model_path: str | Path | None, fmt: str, out: str | Path, image
                 quantize_onnx,
             )
 
-            write_onnx(model, info, fp32_tmp, opset=opset, trust=trust)
+            write_onnx(model, info, fp32_tmp, opset=opset, trust=trust, dense=True)  # quantised convolutions
             try:
                 crops, note = calibration_crops(model, info, dataset=calibration,
                                                 faces=calibration_faces or DEFAULT_CALIBRATION_FACES, detector=detector)

@@ -37,9 +37,11 @@ def tmp_for(out: Path) -> Path:
 
 
 def write_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, opset: int = DEFAULT_OPSET,
-               trust: bool = True) -> Path:
+               trust: bool = True, dense: bool = False) -> Path:
     """Write ``model`` as ONNX to ``out`` (no checks; see :func:`export_model`); a model
-    with trust outputs gets its second output unless ``trust`` is False."""
+    with trust outputs gets its second output unless ``trust`` is False. ``dense``: the
+    graph decodes the head's dense maps (``LandmarkNet.sparse_decoding`` False), what an
+    int8 export quantises."""
     import onnx
 
     out = Path(out)
@@ -47,14 +49,21 @@ def write_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, opset: 
     example = torch.rand(2, 3, s, s)
     buf = io.BytesIO()
     outputs = ["landmarks"]
+    net, sparse = model, getattr(model, "sparse_decoding", None)
     if trust and getattr(model, "has_trust", False):  # a second output: per landmark (error scale, visibility)
         from facepoints.models.network import TrustOutputs
 
         model, outputs = TrustOutputs(model), ["landmarks", "trust"]
-    with quiet_exporter_warnings():
-        torch.onnx.export(model.eval(), (example,), buf, opset_version=opset, input_names=["image"],
-                          output_names=outputs, dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
-                          do_constant_folding=True, dynamo=False)
+    try:
+        if sparse is not None:
+            net.sparse_decoding = not dense
+        with quiet_exporter_warnings():
+            torch.onnx.export(model.eval(), (example,), buf, opset_version=opset, input_names=["image"],
+                              output_names=outputs, dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                              do_constant_folding=True, dynamo=False)
+    finally:
+        if sparse is not None:
+            net.sparse_decoding = sparse
     return save_onnx(onnx.load_from_string(buf.getvalue()), info, out)
 
 

@@ -122,11 +122,24 @@ class PointVisibility(nn.Module):
     def forward(self, maps: tuple[torch.Tensor, ...], points: torch.Tensor) -> torch.Tensor:
         """``maps``: feature maps (B, C_i, H_i, W_i) of the whole crop; ``points`` (B, P, 2)
         in crop units. Returns (B, P) logits."""
-        s = self.input_size
-        grid = ((points * (s - 1) + 0.5) * (2 / s) - 1).unsqueeze(2).to(maps[0].dtype)  # (B, P, 1, 2)
-        z = torch.cat([nn.functional.grid_sample(m, grid, mode="bilinear", padding_mode="border",
-                                                 align_corners=False).squeeze(-1) for m in maps], 1)  # (B, C, P)
+        z = torch.cat([bilinear_at(m, points, self.input_size) for m in maps], 1)  # (B, C, P)
         return (self.shared(z) * self.weight.t().unsqueeze(0)).sum(1) + self.bias
+
+
+def bilinear_at(fmap: torch.Tensor, points: torch.Tensor, input_size: int) -> torch.Tensor:
+    """``fmap`` (B, C, H, W) over the whole crop read at ``points`` (B, P, 2, crop units) by
+    bilinear interpolation, edges repeated: ``grid_sample(..., padding_mode="border",
+    align_corners=False)``, written as a product with each point's interpolation weights
+    (a tent of width 1 per axis), which ONNX Runtime runs in a third of its GridSample's time."""
+    c, h, w = (int(v) for v in fmap.shape[1:])  # constants in an export (the input size is fixed)
+    p = int(points.shape[1])
+    px = points.to(fmap.dtype) * (input_size - 1) + 0.5  # input pixels
+    tents = []
+    for axis, n in ((0, w), (1, h)):
+        u = (px[..., axis] * (n / input_size) - 0.5).clamp(0, n - 1)  # map pixel units (B, P)
+        tents.append(torch.relu(1 - (u.unsqueeze(-1) - torch.arange(n, dtype=fmap.dtype, device=fmap.device)).abs()))
+    weights = (tents[1].unsqueeze(-1) * tents[0].unsqueeze(-2)).reshape(-1, p, h * w)  # (B, P, H*W)
+    return fmap.reshape(-1, c, h * w) @ weights.transpose(1, 2)
 
 
 class AddCoords(nn.Module):
@@ -346,23 +359,62 @@ class PIPHead(nn.Module):
             raw += (self.trust_branch(x.detach()).view(-1, 2, p, h, w),) + tuple(t.detach() for t in taps)
         return raw
 
+    def _best_cells(self, score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each landmark's best cell of ``score`` (B, P, H, W): as a one-hot row (B, P, HW)
+        (reading a map there is a multiply-and-sum, or a product with the map) and as its
+        (x, y) in grid units (B, P, 2)."""
+        p, h, w = (int(v) for v in score.shape[1:])  # constants in an export (the input size is fixed)
+        dt = score.dtype
+        onehot = nn.functional.one_hot(score.reshape(-1, p, h * w).argmax(-1), h * w).to(dt)   # (B, P, HW)
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=dt, device=score.device),
+                                torch.arange(w, dtype=dt, device=score.device), indexing="ij")
+        return onehot, onehot @ torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)
+
+    def _merge(self, cell: torch.Tensor, own: torch.Tensor, nb_at: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Landmarks in crop units from each landmark's cell (B, P, 2), its own offset there
+        (B, P, 2) and its neighbours' offsets there (B, P, K*2): each landmark's own
+        position averaged with those the landmarks that count it as a neighbour give it."""
+        p, k, dt = self.num_points, self.k, cell.dtype
+        own = cell + own
+        nb_pos = (cell.unsqueeze(2) + nb_at.reshape(-1, p, k, 2)).reshape(-1, p * k, 2)  # positions of neighbours
+        # member[i*K + k, j] = 1 where landmark i's k-th neighbour is j
+        member = (self.neighbours.reshape(-1, 1) == torch.arange(p, device=cell.device)).to(dt)
+        merged = (own + member.t() @ nb_pos) / (1 + member.sum(0)).view(1, p, 1)
+        return crop_coordinates(merged, self.input_size, h, w)
+
     def decode(self, raw) -> torch.Tensor:
         score, offset, nb = raw[:3]
         p, h, w = (int(v) for v in score.shape[1:])  # constants in an export, as in forward
-        k, hw, dt = self.k, h * w, score.dtype
-        # the best cell of each landmark as a one-hot row: reading a map there is a
-        # multiply-and-sum, and the cell's (x, y) a product with the table of cells
-        onehot = nn.functional.one_hot(score.reshape(-1, p, hw).argmax(-1), hw).to(dt)   # (B, P, HW)
-        ys, xs = torch.meshgrid(torch.arange(h, dtype=dt, device=score.device),
-                                torch.arange(w, dtype=dt, device=score.device), indexing="ij")
-        cell = onehot @ torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)                # (B, P, 2) as (x, y)
-        own = cell + (offset.reshape(-1, p, 2, hw) * onehot.unsqueeze(2)).sum(-1)        # (B, P, 2)
-        nb_at = (nb.reshape(-1, p, k * 2, hw) * onehot.unsqueeze(2)).sum(-1)             # (B, P, K*2)
-        nb_pos = (cell.unsqueeze(2) + nb_at.reshape(-1, p, k, 2)).reshape(-1, p * k, 2)  # positions of neighbours
-        # member[i*K + k, j] = 1 where landmark i's k-th neighbour is j
-        member = (self.neighbours.reshape(-1, 1) == torch.arange(p, device=score.device)).to(dt)
-        merged = (own + member.t() @ nb_pos) / (1 + member.sum(0)).view(1, p, 1)
-        return crop_coordinates(merged, self.input_size, h, w)
+        onehot, cell = self._best_cells(score)
+        own = (offset.reshape(-1, p, 2, h * w) * onehot.unsqueeze(2)).sum(-1)            # (B, P, 2)
+        nb_at = (nb.reshape(-1, p, self.k * 2, h * w) * onehot.unsqueeze(2)).sum(-1)     # (B, P, K*2)
+        return self._merge(cell, own, nb_at, h, w)
+
+    def infer(self, feats: torch.Tensor, taps: tuple[torch.Tensor, ...] = (), trust: bool = False):
+        """What ``decode(forward(feats))`` gives (and with ``trust``, ``read_trust`` too), computed
+        for inference: the offset convolutions are 1 x 1, so each landmark's offsets at its
+        best cell are its own weights applied to the grid's features at that cell alone;
+        the dense maps, of which decoding reads one cell per landmark, are never made (for the
+        neighbour offsets, 2 K values per landmark and cell: most of the head's time).
+        Returns the landmarks (B, P, 2), or with ``trust`` (landmarks, error scale, visibility logit)."""
+        x = self.up(feats)
+        c, h, w = (int(v) for v in x.shape[1:])
+        p, k = self.num_points, self.k
+        onehot, cell = self._best_cells(self.score(x))
+        x_at = onehot @ x.reshape(-1, c, h * w).transpose(1, 2)                           # (B, P, C)
+        weight = torch.cat([self.offset.weight.reshape(p, 2, c),
+                            self.neighbour_offset.weight.reshape(p, 2 * k, c)], 1)        # (P, 2 + 2K, C)
+        bias = torch.cat([self.offset.bias.reshape(p, 2), self.neighbour_offset.bias.reshape(p, 2 * k)], 1)
+        at = (x_at.transpose(0, 1) @ weight.transpose(1, 2)).transpose(0, 1) + bias       # (B, P, 2 + 2K)
+        points = self._merge(cell, at[..., :2], at[..., 2:], h, w)
+        if not trust:
+            return points
+        hidden = self.trust_branch[:-1](x)                                                 # (B, 64, H, W)
+        last = self.trust_branch[-1]
+        hid_at = onehot @ hidden.reshape(-1, int(hidden.shape[1]), h * w).transpose(1, 2)  # (B, P, 64)
+        tw = last.weight.reshape(2, p, -1).transpose(0, 1)                                 # (P, 2, 64)
+        t_at = (hid_at.transpose(0, 1) @ tw.transpose(1, 2)).transpose(0, 1) + last.bias.reshape(2, p).t()
+        return (points,) + self._trust_from(t_at[..., 0], t_at[..., 1], taps, points, h, w)
 
     def encode(self, target: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Targets for crop-unit landmarks (B, P, 2): the flat index of each landmark's
@@ -382,14 +434,16 @@ class PIPHead(nn.Module):
         With trust taps the visibility logit adds :class:`PointVisibility`'s at
         ``points``, the landmarks ``decode`` gives for ``raw``."""
         score, trust = raw[0], raw[3]
-        b, p, h, w = (int(v) for v in score.shape)  # constants in an export, as in decode
-        b = -1
-        onehot = nn.functional.one_hot(score.reshape(b, p, h * w).argmax(-1), h * w).to(trust.dtype)  # (B, P, HW)
-        at = (trust.reshape(b, 2, p, h * w) * onehot.unsqueeze(1)).sum(-1)                          # (B, 2, P)
-        logit = at[:, 1]
+        p, h, w = (int(v) for v in score.shape[1:])  # constants in an export, as in decode
+        onehot, _ = self._best_cells(score)
+        at = (trust.reshape(-1, 2, p, h * w) * onehot.unsqueeze(1).to(trust.dtype)).sum(-1)       # (B, 2, P)
+        return self._trust_from(at[:, 0], at[:, 1], raw[4:], points, h, w)
+
+    def _trust_from(self, log_scale, logit, taps, points, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trust outputs from the grid's values at each landmark's cell, (B, P) each."""
         if self.taps:
-            logit = logit + self.trust_points(raw[4:], points.detach())
-        return torch.exp(at[:, 0].clamp(-12, 6)) / max(h, w), logit  # a cell is 1 / grid side
+            logit = logit + self.trust_points(taps, points.detach())
+        return torch.exp(log_scale.clamp(-12, 6)) / max(h, w), logit  # a cell is 1 / grid side
 
     def trust_loss(self, raw, target: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """The trust outputs' loss: the negative log-likelihood of each landmark's decoded
@@ -431,19 +485,31 @@ class LandmarkNet(nn.Module):
 
     def raw(self, x: torch.Tensor):
         """The head's raw output, what its ``loss`` scores (training; see :class:`RawOutputs`)."""
+        feats, taps = self._features(x)
+        return self.head(feats, taps) if taps else self.head(feats)
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The trunk's output and its outputs at the head's taps (if any)."""
         x = (x - self.mean) / self.std
         taps = getattr(self.head, "taps", ())
         if not taps:
-            return self.head(self.trunk(x))
+            return self.trunk(x), ()
         kept = []
-        for i, block in enumerate(self.trunk):  # the trunk's outputs at the head's taps too
+        for i, block in enumerate(self.trunk):
             x = block(x)
             if i in taps:
                 kept.append(x)
-        return self.head(x, tuple(kept))
+        return x, tuple(kept)
+
+    #: inference reads each landmark's offsets at its best cell alone (PIPHead.infer); False:
+    #: it decodes the dense maps, as training does (int8 exports: a quantised 1 x 1
+    #: convolution over the grid is smaller and faster than fp32 products per landmark)
+    sparse_decoding: bool = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Landmarks (B, P, 2) in crop units."""
+        if self.sparse_decoding and hasattr(self.head, "infer"):
+            return self.head.infer(self._features(x)[0])
         return self.head.decode(self.raw(x))
 
     @property
@@ -453,9 +519,12 @@ class LandmarkNet(nn.Module):
     def with_trust(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Landmarks (B, P, 2) in crop units and, per landmark, (error scale in crop units,
         visibility probability) as (B, P, 2): what a model with a trust branch exports."""
-        raw = self.raw(x)
-        points = self.head.decode(raw)
-        scale, logit = self.head.read_trust(raw, points)
+        if self.sparse_decoding:
+            points, scale, logit = self.head.infer(*self._features(x), trust=True)
+        else:
+            raw = self.raw(x)
+            points = self.head.decode(raw)
+            scale, logit = self.head.read_trust(raw, points)
         return points, torch.stack([scale, torch.sigmoid(logit)], -1)
 
 

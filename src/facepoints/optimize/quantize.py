@@ -186,18 +186,25 @@ def int8_info(info: ModelInfo, calibration: str, crops: int, method: str = "MinM
 
 
 def decoding_nodes(graph) -> list[str]:
-    """The nodes of an exported network outside its trunk and head (``/trunk/...`` and
-    ``/head/...``): the decoding of the head's output into landmarks (for PIP: argmax,
-    one-hot reads, neighbour averaging). int8 exports leave them in fp32: quantised, their
+    """The nodes of an exported network that int8 exports leave in fp32: all but the
+    trunk (``/trunk/...``, or ``/trunk.K/...`` when its blocks are called one by one for
+    the trust taps) and the head's convolutions. That is the decoding of the head's output
+    into landmarks (for PIP: argmax, one-hot reads, each landmark's own offset weights at
+    its best cell, neighbour averaging) and the point-feature visibility. Quantised, their
     8-bit offsets and sums cost 2-4x the landmark error (1.1 vs 0.3-0.5 % NME change on the
-    bundled models) for no size (they hold no weights). Empty for a graph without those
-    names (a foreign layout): then everything is quantised."""
+    bundled models) for little size. Empty for a graph without trunk names (a foreign
+    layout): then everything is quantised."""
     names = [n.name for n in graph.node]
-    # a network whose trunk blocks are called one by one (trust taps) names them /trunk.K/...
     trunk = ("/trunk/", "/trunk.")
     if not any(n.startswith(trunk) for n in names):
         return []
-    return [n for n in names if not n.startswith((*trunk, "/head/"))]
+    return [n.name for n in graph.node
+            if not n.name.startswith(trunk) and (n.op_type not in HEAD_QUANTISED or "trust_points" in n.name)]
+
+
+# the head's layers that int8 exports quantise (its weights); inference calls them outside
+# a /head/ scope (PIPHead.infer), so they are found by kind
+HEAD_QUANTISED = ("Conv", "ConvTranspose", "Gemm")
 
 
 QUANT_FORMATS = ("qdq", "qoperator")
