@@ -189,6 +189,33 @@ def test_a_trust_run_reports_pose_and_trust_and_its_export_gives_faces_their_tru
     assert "error_radius" not in plain and "visible" not in plain and "pose" in plain
 
 
+def test_trust_modules_run_only_when_their_output_is_wanted():
+    """Exports with trust outputs put the trust modules under an If on the optional input
+    trust_wanted (true by default): landmark-only calls (refinement passes,
+    landmarks_in_boxes) pass false and skip them, with the same landmarks."""
+    import onnx
+    import onnxruntime as ort
+
+    from facepoints.inference.runtime import TRUST_GATE, OnnxRunner
+    from facepoints.models.info import BUNDLED_ONNX
+
+    path = BUNDLED_ONNX["fast"]
+    graph = onnx.load(str(path)).graph
+    gate = [n for n in graph.node if n.op_type == "If"]
+    assert len(gate) == 1 and list(gate[0].input) == [TRUST_GATE] and list(gate[0].output) == ["trust"]
+    assert len(gate[0].attribute[0].g.node) + len(gate[0].attribute[1].g.node) > 20  # the trust modules moved
+    runner = OnnxRunner(path)
+    x = np.random.default_rng(0).random((2, 3, 112, 112), np.float32)
+    landmarks, trust = runner.run_trust(x)
+    np.testing.assert_array_equal(runner(x), landmarks)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    plain = session.run(None, {"image": x})  # a caller that knows nothing of the gate: both outputs
+    np.testing.assert_array_equal(plain[1], trust)
+    skipped = session.run(None, {"image": x, TRUST_GATE: np.array(False)})
+    np.testing.assert_array_equal(skipped[0], landmarks)
+    assert skipped[1].shape == (0, 68, 2) and trust.shape == (2, 68, 2)
+
+
 def test_cli_profile_faces_turns_training_faces_only_and_never_writes_into_a_full_folder(tmp_path):
     faces = tmp_path / "faces"
     faces.mkdir()

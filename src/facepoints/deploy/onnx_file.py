@@ -9,8 +9,10 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from facepoints.inference.runtime import TRUST_GATE
 from facepoints.models.info import ModelInfo
 
 DEFAULT_OPSET = 17
@@ -64,7 +66,56 @@ def write_onnx(model: torch.nn.Module, info: ModelInfo, out: str | Path, opset: 
     finally:
         if sparse is not None:
             net.sparse_decoding = sparse
-    return save_onnx(onnx.load_from_string(buf.getvalue()), info, out)
+    proto = onnx.load_from_string(buf.getvalue())
+    if len(outputs) > 1 and not dense:  # int8 exports (dense) are quantised whole, without the gate
+        gate_trust(proto, info.landmark_scheme.num_points)
+    return save_onnx(proto, info, out)
+
+
+def gate_trust(proto, num_points: int) -> None:
+    """Move the nodes that only the ``trust`` output needs under an ``If`` on the boolean
+    input :data:`TRUST_GATE` (true by default: an initializer of the same name, so callers
+    that do not know it get both outputs). ONNX Runtime runs every node of a graph whatever
+    outputs are asked for; a caller that wants the landmarks alone (a refinement pass,
+    ``landmarks_in_boxes``) passes false and the trust modules do not run (their ``trust``
+    output is then empty, 0 x P x 2)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = proto.graph
+    nodes = list(g.node)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+
+    def needed_for(name: str) -> set[int]:
+        seen, stack = set(), [name]
+        while stack:
+            i = producer.get(stack.pop())
+            if i is not None and i not in seen:
+                seen.add(i)
+                stack.extend(v for v in nodes[i].input if v)
+        return seen
+
+    only_trust = needed_for("trust") - needed_for("landmarks")
+    moved = [onnx.NodeProto.FromString(nodes[i].SerializeToString()) for i in sorted(only_trust)]
+    for n in moved:  # the branch's result, renamed: the If gives the graph's "trust"
+        n.output[:] = ["trust_computed" if o == "trust" else o for o in n.output]
+        # the landmarks through an Identity: OpenVINO cannot read a graph output inside a branch
+        n.input[:] = ["/trust_gate/landmarks" if v == "landmarks" else v for v in n.input]
+    then_branch = helper.make_graph(moved, "trust_modules", [],
+                                    [helper.make_tensor_value_info("trust_computed", TensorProto.FLOAT, None)])
+    empty = numpy_helper.from_array(np.zeros((0, num_points, 2), np.float32), "trust_skipped")
+    else_branch = helper.make_graph([helper.make_node("Constant", [], ["trust_skipped"], value=empty)], "no_trust", [],
+                                    [helper.make_tensor_value_info("trust_skipped", TensorProto.FLOAT, None)])
+    gate = helper.make_node("If", [TRUST_GATE], ["trust"], name="/trust_gate/If",
+                            then_branch=then_branch, else_branch=else_branch)
+    del g.node[:]
+    g.node.extend([n for i, n in enumerate(nodes) if i not in only_trust]
+                  + [helper.make_node("Identity", ["landmarks"], ["/trust_gate/landmarks"], name="/trust_gate/Identity"), gate])
+    g.input.append(helper.make_tensor_value_info(TRUST_GATE, TensorProto.BOOL, []))
+    g.initializer.append(numpy_helper.from_array(np.array(True), TRUST_GATE))
+    for o in g.output:  # its batch is 0 when skipped
+        if o.name == "trust":
+            o.type.tensor_type.shape.dim[0].dim_param = "trust_batch"
 
 
 def save_onnx(proto, info: ModelInfo, out: Path, kind: str = "") -> Path:
@@ -79,6 +130,8 @@ def save_onnx(proto, info: ModelInfo, out: Path, kind: str = "") -> Path:
     p = info.landmark_scheme.num_points
     trust = (f", trust (B, {p}, 2): per landmark the error scale in crop units and the visibility probability"
              if len(proto.graph.output) > 1 else "")
+    if any(i.name == TRUST_GATE for i in proto.graph.input):
+        trust += f" (optional input {TRUST_GATE}, bool, true by default: false skips the trust modules)"
     proto.doc_string = (f"facepoints landmark model{kind}: image (B, 3, {s}, {s}) float32 RGB in [0, 1] -> "
                         f"landmarks (B, {p}, 2) in crop units{trust}; metadata under 'facepoints'")
     onnx.checker.check_model(proto)

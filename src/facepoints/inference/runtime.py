@@ -18,6 +18,9 @@ from facepoints.models.info import BUNDLED_ONNX, ModelFileError, ModelInfo, bund
 
 ONNX_META_KEY = "facepoints"
 ONNX_SUFFIXES = (".onnx",)
+# the boolean input of exports with trust outputs (true by default): false skips the
+# trust modules, which ONNX Runtime would otherwise run whatever outputs are asked for
+TRUST_GATE = "trust_wanted"
 
 
 class OnnxRunner:
@@ -65,6 +68,8 @@ class OnnxRunner:
         # a second output "trust" (B, P, 2): per landmark the error scale (crop units) and
         # the visibility probability, from a model trained with a trust branch
         self.has_trust = "trust" in self.output_names
+        gated = TRUST_GATE in {i.name for i in self.session.get_overridable_initializers()}
+        self._landmarks_only = {TRUST_GATE: np.array(False)} if gated else {}
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -87,8 +92,9 @@ class OnnxRunner:
         return info
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Landmarks alone (a file with a trust gate skips its trust modules)."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+        return self.session.run([self.output_name], {self.input_name: x, **self._landmarks_only})[0]
 
     def run_trust(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(landmarks, trust or None) in one pass."""
