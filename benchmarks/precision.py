@@ -110,8 +110,9 @@ def main():
 
     tmp = Path(tempfile.mkdtemp(prefix="facepoints-precision-"))
     atexit.register(shutil.rmtree, tmp, True)
-    fp32_onnx = write_onnx(model, info, tmp / "fp32.onnx")
-    dense_onnx = write_onnx(model, info, tmp / "fp32-dense.onnx", dense=True)  # what int8 exports quantise
+    # the landmark network alone in every file (the trust outputs' cost: trust_cost.md)
+    fp32_onnx = write_onnx(model, info, tmp / "fp32.onnx", trust=False)
+    dense_onnx = write_onnx(model, info, tmp / "fp32-dense.onnx", trust=False, dense=True)  # what int8 quantises
     t = time.perf_counter()
     crops, used = crops_from_samples(model, info, splits.train.samples, args.calibration_faces, seed=cfg.seed)
     note = f"{used} faces of the training split of {args.config} (ground-truth boxes), {len(crops)} crops"
@@ -204,6 +205,8 @@ def main():
         "cropped from the ground-truth landmark boxes, no flip averaging, no refinement; every method sees the same crops. "
         f"int8 calibration: {note} (training split only; the validation faces are never used), "
         f"MinMax ranges, {quant_s:.0f} s. "
+        "The ONNX files hold the landmark network alone (exported without trust outputs: their cost is "
+        "benchmarks/trust_cost.md's). "
         f"Speed: crop + network + un-crop per face, batch 1, median of {len(val) - WARMUP} faces after "
         f"{WARMUP} warm-up faces, methods interleaved face by face in a rotating order. "
         "bf16/fp16: `torch.autocast('cpu', dtype)` around the fp32 model (the weights stay fp32 on disk, so the file "
