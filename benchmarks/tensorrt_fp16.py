@@ -192,7 +192,8 @@ def main() -> int:
     model, info = load_model(args.model)
     tmp = Path(tempfile.mkdtemp(prefix="facepoints-trt-"))
     atexit.register(shutil.rmtree, tmp, True)
-    onnx_path = Path(args.onnx) if args.onnx else write_onnx(model, info, tmp / "model.onnx")
+    # the landmark network alone (a file with trust outputs holds them under an If on an optional input)
+    onnx_path = Path(args.onnx) if args.onnx else write_onnx(model, info, tmp / "model.onnx", trust=False)
     if args.onnx:
         info = OnnxRunner(onnx_path).info()
     crops, note = calibration_crops(model, info, dataset=args.dataset, photos=args.images, faces=args.faces)
