@@ -96,6 +96,8 @@ def gate_trust(proto, num_points: int) -> None:
         return seen
 
     only_trust = needed_for("trust") - needed_for("landmarks")
+    if not only_trust:  # nothing to skip
+        return
     moved = [onnx.NodeProto.FromString(nodes[i].SerializeToString()) for i in sorted(only_trust)]
     for n in moved:  # the branch's result, renamed: the If gives the graph's "trust"
         n.output[:] = ["trust_computed" if o == "trust" else o for o in n.output]
