@@ -79,6 +79,18 @@ def scores(quality, f, abs_yaw, keep: float = 0.9) -> str:
     return f"{100 * gain:.1f} | {100 * gain_p:.1f} | {auc:.3f}"
 
 
+TABLE = ["| quality | selective gain, mean NME % | selective gain, protocol % | failure AUROC, \\|yaw\\| >= 30 |",
+         "|---|---:|---:|---:|"]
+
+
+def finish(lines: list[str], out: str | None) -> None:
+    """Print the report and write it to ``out`` (if given)."""
+    text = "\n".join(lines) + "\n"
+    if out:
+        Path(out).write_text(text)
+    print(text)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True)
@@ -100,9 +112,7 @@ def main():
               f"{a.pose_set} (read). Selective gain: how much lower the NME of the 90 % most trusted faces is "
               "than all faces' (mean NME; and by the AFLW2000-3D protocol, the balanced mean of the \\|yaw\\| "
               "buckets); AUROC: low quality flags faces over 8 % NME at \\|yaw\\| >= 30.", "",
-              "| quality | selective gain, mean NME % | selective gain, protocol % | failure AUROC, \\|yaw\\| >= 30 |",
-              "|---|---:|---:|---:|",
-              f"| a perfect ranking (the true error; the ceiling) | {scores(-dev['nme'], dev, abs_yaw)} |"]
+              *TABLE, f"| a perfect ranking (the true error; the ceiling) | {scores(-dev['nme'], dev, abs_yaw)} |"]
     for name, fn in SUMMARIES.items():
         lines.append(f"| {name} | {scores(fn(dev), dev, abs_yaw)} |")
     target = np.log(val["nme"])
@@ -111,10 +121,7 @@ def main():
         q = -fit(np.column_stack([SUMMARIES[n](dev) for n in names]))
         label = "all of the above" if len(names) == len(SUMMARIES) else " + ".join(names)
         lines.append(f"| ridge fit on validation: {label} | {scores(q, dev, abs_yaw)} |")
-    text = "\n".join(lines) + "\n"
-    if a.out:
-        Path(a.out).write_text(text)
-    print(text)
+    finish(lines, a.out)
 
 
 if __name__ == "__main__":

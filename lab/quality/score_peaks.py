@@ -29,7 +29,7 @@ from facepoints.deploy.export import load_model  # noqa: E402
 from facepoints.evaluation.machine import command_line, report_header  # noqa: E402
 from facepoints.evaluation.metrics import nme  # noqa: E402
 from facepoints.models.info import BUNDLED_MODELS  # noqa: E402
-from quality import scores  # noqa: E402
+from quality import TABLE, finish, scores  # noqa: E402
 
 SUMMARIES = ("mean peak score", "median peak score", "least peak score", "mean softmax peak", "mean best-second margin")
 
@@ -63,18 +63,13 @@ def main():
     lines = report_header("Per-face quality: what the PIP score maps add (default)", command_line(__file__),
                           "GT boxes; score maps from the PyTorch model, quality through Face")
     lines += [f"Faces: {len(ds.samples)} of {a.pose_set}. Columns as in quality-default.md.", "",
-              "| quality | selective gain, mean NME % | selective gain, protocol % | failure AUROC, \\|yaw\\| >= 30 |",
-              "|---|---:|---:|---:|",
-              f"| the bundled quality (mean radius) | {scores(zq, dev, abs_yaw)} |"]
+              *TABLE, f"| the bundled quality (mean radius) | {scores(zq, dev, abs_yaw)} |"]
     for j, name in enumerate(SUMMARIES):
         z = (f[:, j] - f[:, j].mean()) / f[:, j].std()
         lines.append(f"| {name} | {scores(z, dev, abs_yaw)} |")
         for w in (0.25, 0.5, 1.0):
             lines.append(f"| bundled quality + {w} x {name} | {scores(zq + w * z, dev, abs_yaw)} |")
-    text = "\n".join(lines) + "\n"
-    if a.out:
-        Path(a.out).write_text(text)
-    print(text)
+    finish(lines, a.out)
 
 
 if __name__ == "__main__":
