@@ -188,9 +188,10 @@ def int8_info(info: ModelInfo, calibration: str, crops: int, method: str = "MinM
 def decoding_nodes(graph) -> list[str]:
     """The nodes of an exported network that int8 exports leave in fp32: all but the
     trunk (``/trunk/...``, or ``/trunk.K/...`` when its blocks are called one by one for
-    the trust taps) and the head's convolutions. That is the decoding of the head's output
-    into landmarks (for PIP: argmax, one-hot reads, each landmark's own offset weights at
-    its best cell, neighbour averaging) and the point-feature visibility. Quantised, their
+    the trust taps) and the head's convolutions. int8 exports quantise the graph that
+    decodes the dense maps (``write_onnx(dense=True)``), so that is the decoding of the
+    head's output into landmarks (for PIP: argmax, one-hot reads, neighbour averaging) and
+    the point-feature visibility. Quantised, their
     8-bit offsets and sums cost 2-4x the landmark error (1.1 vs 0.3-0.5 % NME change on the
     bundled models) for little size. Empty for a graph without trunk names (a foreign
     layout): then everything is quantised."""
@@ -202,8 +203,9 @@ def decoding_nodes(graph) -> list[str]:
             if not n.name.startswith(trunk) and (n.op_type not in HEAD_QUANTISED or "trust_points" in n.name)]
 
 
-# the head's layers that int8 exports quantise (its weights); inference calls them outside
-# a /head/ scope (PIPHead.infer), so they are found by kind
+# the head's layers that int8 exports quantise (its weights), found by kind: the head's
+# reshapes and activations stay fp32 with the decoding, and so does the point-feature
+# visibility's convolution (named /trust_points/..., outside /head/: decoding_nodes)
 HEAD_QUANTISED = ("Conv", "ConvTranspose", "Gemm")
 
 
