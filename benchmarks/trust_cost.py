@@ -56,11 +56,11 @@ def main(argv=None) -> int:
         dlib = dlib_landmarker()
     except Exception:  # noqa: BLE001 (dlib is optional)
         dlib = None
-    times = {(k, w): [] for k in runs for w in ("predict", "network", "landmarks")}
-    dlib_t = []
     calls = {"predict": lambda p, img, box: p.predict(img, landmark_boxes=box),
              "network": lambda p, img, box: p.faces_in_boxes(img, box),
              "landmarks": lambda p, img, box: p.landmarks_in_boxes(img, box)}
+    times = {(k, w): [] for k in runs for w in calls}
+    dlib_t = []
     order = list(times) + ([("dlib", "")] if dlib is not None else [])
     for rep in range(a.repeats + 1):
         for i, (img, box) in enumerate(zip(images, boxes)):
